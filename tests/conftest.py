@@ -1,0 +1,24 @@
+"""Shared fixtures: small raw datasets written in tmp folders."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """An empty data root, exported as RUD_DATA."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("RUD_DATA", str(root))
+    return root
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
