@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -228,3 +230,91 @@ def test_patient_level_ap():
     # class 1 ranking: p0 0.9 (neg), p3 0.5 (neg); positives p1, p2 never flagged -> 0
     assert ap[1] == 0.0
     assert np.isnan(ap[2])
+
+
+# ---------------------------------------------------------------- folders and the command
+
+
+def _write_case(label_dir, pred_dir, case, objects, predictions, shape=(8, 16, 16)):
+    """objects: [(class, slices)] painted as instances 1..; predictions: [(class, score, box)] or None."""
+    from retinaunet.io import write_image, write_json
+
+    inst = np.zeros(shape, np.int32)
+    for i, (_, sl) in enumerate(objects, start=1):
+        inst[sl] = i
+    write_image(inst, None, label_dir / f"{case}.nii.gz")
+    write_json({"instances": {str(i): c for i, (c, _) in enumerate(objects, start=1)}}, label_dir / f"{case}.json")
+    if predictions is not None:
+        boxes = [{"class": c, "score": s, "box": list(b)} for c, s, b in predictions]
+        write_json({"case": case, "boxes": boxes}, pred_dir / f"{case}.json")
+
+
+def _toy_folders(tmp_path):
+    labels, preds = tmp_path / "labels", tmp_path / "preds"
+    preds.mkdir()
+    obj = (slice(1, 3), slice(2, 6), slice(2, 6))  # box [1, 2, 2, 3, 6, 6]
+    _write_case(labels, preds, "a", [(0, obj)], [(0, 0.9, [1, 2, 2, 3, 6, 6]), (0, 0.8, [5, 10, 10, 7, 14, 14])])
+    _write_case(labels, preds, "b", [(0, obj)], [(0, 0.7, [1, 2, 2, 3, 6, 6])])
+    _write_case(labels, preds, "c", [(0, obj)], None)  # no prediction file: no detections
+    return labels, preds
+
+
+def test_evaluate_folder_writes_metrics_and_plots(tmp_path):
+    from retinaunet.evaluation.evaluate import evaluate_folder
+
+    labels, preds = _toy_folders(tmp_path)
+    out = tmp_path / "out"
+    metrics = evaluate_folder(preds, labels, [0.1, 0.5], out, class_names=["lesion", "other"])
+    # ranks TP(0.9), FP(0.8), TP(0.7) with 3 objects: precision 1 to recall 1/3 (34 points), 2/3 to 2/3 (33)
+    expected = (34 + 33 * 2 / 3) / 101
+    assert metrics["AP"]["0.1"]["lesion"] == pytest.approx(expected)
+    assert metrics["AP"]["0.5"]["lesion"] == pytest.approx(expected)
+    assert metrics["AP"]["0.1"]["other"] is None and metrics["mAP"]["0.1"] == pytest.approx(expected)
+    assert metrics["num_objects"] == {"lesion": 3, "other": 0} and metrics["dim"] == 3
+    assert metrics["patient_AP"]["lesion"] == pytest.approx((34 + 33) / 101)  # a, b flagged; c missed
+    # FROC: (0 FP, 1/3), (1/3 FP/case, 1/3), (1/3, 2/3) -> 1/3 at 1/8 and 1/4, 2/3 from 1/2 on
+    assert metrics["FROC"]["sensitivity"]["lesion"] == pytest.approx([1 / 3] * 2 + [2 / 3] * 5)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["AP"]["0.1"]["other"] is None and saved["mAP_0.1:0.5"] == pytest.approx(expected)
+    assert (out / "pr_curves.png").stat().st_size > 1000 and (out / "froc.png").stat().st_size > 1000
+
+
+def test_malformed_prediction_names_the_file(tmp_path):
+    from retinaunet.evaluation.evaluate import evaluate_folder
+    from retinaunet.evaluation.io import EvaluationError
+
+    labels, preds = _toy_folders(tmp_path)
+    (preds / "b.json").write_text(json.dumps({"boxes": [{"box": [1, 2, 3, 4], "score": 1, "class": 0}]}))
+    with pytest.raises(EvaluationError, match=r"b\.json.*4 coordinates"):
+        evaluate_folder(preds, labels)
+    (preds / "b.json").write_text("{not json")
+    with pytest.raises(EvaluationError, match=r"b\.json"):
+        evaluate_folder(preds, labels)
+
+
+def test_cli_folder_and_cv(tmp_path, capsys):
+    from retinaunet.evaluation.cli import main
+    from retinaunet.io import write_json
+
+    labels, preds = _toy_folders(tmp_path)
+    assert main(["-p", str(preds), "-l", str(labels), "--iou", "0.1", "0.3"]) == 0
+    assert "AP@0.3" in capsys.readouterr().out and (preds / "metrics.json").is_file()
+    assert main(["-p", str(tmp_path / "nowhere"), "-l", str(labels)]) == 1
+    assert "nowhere" in capsys.readouterr().err
+
+    task = tmp_path / "Task009_Toy"
+    write_json({"task": task.name, "dim": 3, "labels": {"0": "lesion"}, "modalities": {"0": "CT"}},
+               task / "dataset.json")
+    (task / "raw_splitted").mkdir()
+    labels.rename(task / "raw_splitted" / "labelsTr")
+    for k, case in enumerate(["a", "b"]):
+        fold = task / "models" / "retina_unet_3d" / f"fold{k}" / "test_predictions"
+        fold.mkdir(parents=True)
+        (preds / f"{case}.json").rename(fold / f"{case}.json")
+    assert main(["-t", str(task), "--cv", "--plan", "3d"]) == 0
+    saved = json.loads((task / "models" / "retina_unet_3d" / "metrics.json").read_text())
+    # folds 2-4 missing and no splits.json: only the predicted cases a and b are pooled
+    assert saved["num_cases"] == 2 and saved["AP"]["0.1"]["lesion"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    with pytest.raises(SystemExit) as help_exit:
+        main(["--help"])
+    assert help_exit.value.code == 0
