@@ -1,0 +1,85 @@
+"""``rud_train FOLD -t TASK``: train one cross-validation fold (or all five in turn)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loguru import logger
+
+from retinaunet.layout import LayoutError, TaskPaths
+from retinaunet.plans import PlansError, apply_overrides, load_plans
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rud_train",
+        description="Train a detector on one fold of the 5-fold cross-validation (60/20/20 train/val/test "
+                    "per fold). Settings come from the task's plans.json; the flags override single entries. "
+                    "After every epoch the val cases are predicted whole and the 5 best epochs by mAP@0.1 are "
+                    "kept; at the end the fold's test cases are predicted with those epochs and mirroring, "
+                    "and evaluated. Several GPUs: torchrun --nproc_per_node N $(which rud_train) 0 -t TASK.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("fold", help="fold 0-4, or 'all' for the five folds in turn")
+    p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
+    p.add_argument("--model", default="retina_unet",
+                   help="registered model (retina_unet, retina_net, ...); see retinaunet.models.available_models()")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default from plans.json)")
+    p.add_argument("--batches-per-epoch", type=int, default=None,
+                   help="training batches per epoch (default from plans.json)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="augmentation worker processes; 0 augments in the main process (default from plans)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (weights, optimiser, epoch, "
+                        "random states and history): ends as an uninterrupted run would")
+    p.add_argument("--force", action="store_true",
+                   help="delete an existing run of this fold and start over (without it an existing run is "
+                        "never touched)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 mixed precision (default: on with CUDA, off on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (expert; slow first step)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and patch sampling")
+    p.add_argument("--no-test", action="store_true", help="skip predicting the fold's test cases at the end")
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="change plan entries for this run, e.g. training.learning_rate=3e-4 (changes results)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from retinaunet.training.distributed import init_distributed, shutdown
+    from retinaunet.training.trainer import Trainer, TrainingError, TrainOptions
+
+    ctx = None
+    try:
+        if args.fold == "all":
+            folds = list(range(5))
+        elif args.fold.isdigit() and 0 <= int(args.fold) <= 4:
+            folds = [int(args.fold)]
+        else:
+            raise ValueError(f"fold must be 0-4 or 'all', got '{args.fold}'")
+        paths = TaskPaths.from_task(args.task)
+        plans = load_plans(paths.plans)
+        apply_overrides(plans, args.override)
+        if args.epochs is not None:
+            plans.override("training.epochs", args.epochs)
+        if args.batches_per_epoch is not None:
+            plans.override("training.batches_per_epoch", args.batches_per_epoch)
+        ctx = init_distributed(args.device)
+        for fold in folds:
+            opts = TrainOptions(fold=fold, model=args.model, device=args.device, num_workers=args.workers,
+                                resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
+                                seed=args.seed, predict_test=not args.no_test)
+            if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
+                opts.device = f"cuda:{ctx.local_rank}"
+            Trainer(paths, plans, opts, ctx).fit()
+    except (LayoutError, PlansError, TrainingError, ValueError, FileNotFoundError, KeyError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"rud_train: {msg}", file=sys.stderr)
+        return 1
+    finally:
+        if ctx is not None:
+            shutdown(ctx)
+    logger.info("training done")
+    return 0
