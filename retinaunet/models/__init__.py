@@ -1,0 +1,22 @@
+"""Networks and detectors: `build_model(name, plans)` gives an nn.Module with `compute_losses` and
+`predict`; see `available_models()` for the names."""
+
+from __future__ import annotations
+
+from retinaunet.models.detector import Detections, Detector
+from retinaunet.models.network import DetectionNetwork, NetworkOutput
+from retinaunet.models.registry import available_models, build_model, get_model, register_model
+from retinaunet.models.retina_unet import RetinaNet, RetinaUNet
+
+__all__ = [
+    "DetectionNetwork",
+    "Detections",
+    "Detector",
+    "NetworkOutput",
+    "RetinaNet",
+    "RetinaUNet",
+    "available_models",
+    "build_model",
+    "get_model",
+    "register_model",
+]
