@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from retinaunet.boxes import batched_nms, batched_nms_np, nms, nms_np
-from retinaunet.boxes.nms import _nms_torch
+from retinaunet.boxes.suppression import _nms_torch
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

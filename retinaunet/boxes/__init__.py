@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from retinaunet.boxes.coder import BoxCoder
 from retinaunet.boxes.iou import box_iou, box_iou_np, box_size, box_volume
-from retinaunet.boxes.nms import batched_nms, batched_nms_np, nms, nms_np
 from retinaunet.boxes.ops import boxes_from_instance_map, clip_boxes
+from retinaunet.boxes.suppression import batched_nms, batched_nms_np, nms, nms_np
 
 __all__ = [
     "BoxCoder",

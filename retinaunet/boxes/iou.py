@@ -53,8 +53,8 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
         hi = torch.minimum(ca[dim + k, :, None], cb[dim + k, None, :])
         extent = (hi - lo).clamp(min=0)
         inter = extent if inter is None else inter * extent
-    vol_a = (ca[dim:] - ca[:dim]).clamp_(min=0).prod(dim=0)
-    vol_b = (cb[dim:] - cb[:dim]).clamp_(min=0).prod(dim=0)
+    vol_a = (ca[dim:] - ca[:dim]).clamp(min=0).prod(dim=0)
+    vol_b = (cb[dim:] - cb[:dim]).clamp(min=0).prod(dim=0)
     union = vol_a[:, None] + vol_b[None, :] - inter
     # union is 0 only when inter is 0 too: those pairs get IoU 0
     return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
