@@ -1,0 +1,273 @@
+"""Whole-case inference: tiles x mirror views x ensemble members, consolidated per class.
+
+``Predictor.predict_case`` covers a preprocessed case with overlapping tiles (:mod:`inference.tiling`),
+runs every ensemble member on every mirrored view of a batch of tiles, flips the boxes back, shifts
+them by the tile position and consolidates all of them per class with weighted box clustering (or NMS)
+from :mod:`inference.wbc`. Each (member, mirroring, tile) is one view for WBC; the expected number of
+views at a box is members x mirrorings x the mean number of tiles covering the box.
+
+For 2d and 2dc plans on 3D data the slices are predicted one by one (2dc: the slice +- context slices
+as channels), consolidated per slice, and merged into 3D boxes by :mod:`inference.merge`.
+
+The segmentation output is averaged over views on the device and summed tile by tile into one
+``[num_classes + 1, *S]`` array on the CPU (float32, or float16 to halve it); only its argmax is kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from inference.merge import merge_2d_to_3d
+from inference.tiling import TileGrid, context_slice, extract_tile, tile_slices
+from inference.wbc import consolidate, patch_center_factor
+from retinaunet.plans import Plans
+
+__all__ = ["CasePrediction", "Predictor", "flip_boxes", "mirror_views"]
+
+
+@dataclass
+class CasePrediction:
+    """Consolidated predictions of one case in preprocessed index coordinates.
+
+    boxes: float[K, 2*data_dim]; scores: float[K]; labels: int64[K] (classes from 0);
+    seg: uint8[*S] argmax of the averaged segmentation (0 background, c+1 class c) or None.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    seg: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, dim: int) -> CasePrediction:
+        return cls(np.zeros((0, 2 * dim)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+
+def mirror_views(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of the spatial ``axes`` to flip, the identity first: 2**len(axes) views."""
+    axes = sorted({int(a) for a in axes})
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def flip_boxes(boxes: Tensor, axes: Sequence[int], size: Sequence[int]) -> Tensor:
+    """Boxes of a view flipped along spatial ``axes`` mapped back to the unflipped frame.
+
+    boxes: Tensor[K, 2*dim] half-open, size: spatial size of the flipped image; [lo, hi) -> [n-hi, n-lo).
+    """
+    if not axes:
+        return boxes
+    out = boxes.clone()
+    dim = boxes.shape[1] // 2
+    for a in axes:
+        out[:, a] = size[a] - boxes[:, a + dim]
+        out[:, a + dim] = size[a] - boxes[:, a]
+    return out
+
+
+@dataclass
+class _RawViews:
+    """Unconsolidated boxes of one image (case or slice), in its data coordinates."""
+
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    views: list[np.ndarray] = field(default_factory=list)
+    starts: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, boxes, scores, labels, views, start) -> None:
+        self.boxes.append(boxes)
+        self.scores.append(scores)
+        self.labels.append(labels)
+        self.views.append(views)
+        self.starts.append(np.broadcast_to(np.asarray(start, dtype=np.float64), (len(boxes), len(start))))
+
+
+class Predictor:
+    """Predicts whole preprocessed cases with an ensemble of detectors.
+
+    Args:
+        models: detectors with ``predict(images) -> Detections`` (see retinaunet.models); all are
+            ensembled with equal weight.
+        plans: the plans the models were trained with (patch_size, mode, context_slices, inference).
+        device: where the networks run; accumulation happens on the CPU.
+        mirror: test-time mirroring over all flips of ``mirror_axes`` (default plans.inference).
+        consolidation: "wbc" (weighted box clustering, the paper's) or "nms" (for comparison).
+        batch_size: tiles per forward pass (default plans.batch_size).
+        tile_overlap: fraction of the patch that neighbouring tiles share (default plans.inference).
+        keep_seg: also return the segmentation argmax (costs one float array of (classes+1) x case size).
+        seg_dtype: accumulator dtype, "float32" or "float16" (half the memory, same argmax in practice).
+        progress: show a progress bar over the tiles of each case.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], plans: Plans | dict, device: str | torch.device = "cpu",
+                 mirror: bool = True, consolidation: str = "wbc", *, mirror_axes: Sequence[int] | None = None,
+                 batch_size: int | None = None, tile_overlap: float | None = None, keep_seg: bool = True,
+                 seg_dtype: str = "float32", progress: bool = False) -> None:
+        if not models:
+            raise ValueError("Predictor needs at least one model")
+        if consolidation not in ("wbc", "nms"):
+            raise ValueError(f"consolidation must be 'wbc' or 'nms', got {consolidation!r}")
+        self.plans = plans if isinstance(plans, Plans) else Plans(plans)
+        self.device = torch.device(device)
+        self.models = [m.to(self.device).eval() for m in models]
+        inference = self.plans.inference
+        axes = inference.get("mirror_axes", list(range(self.plans.dim))) if mirror_axes is None else mirror_axes
+        if any(not 0 <= int(a) < self.plans.dim for a in axes):
+            raise ValueError(f"mirror axes {list(axes)} must be spatial axes 0..{self.plans.dim - 1}")
+        self.views = mirror_views(axes) if mirror else [()]
+        self.consolidation = consolidation
+        default_iou = inference.get("wbc_iou", 1e-5) if consolidation == "wbc" else inference.get("nms_iou", 0.1)
+        self.iou_threshold = float(default_iou)
+        self.batch_size = int(batch_size or self.plans.batch_size)
+        self.tile_overlap = float(inference.get("tile_overlap", 0.5) if tile_overlap is None else tile_overlap)
+        self.keep_seg = keep_seg
+        self.seg_dtype = np.dtype(seg_dtype)
+        self.progress = progress
+        self.patch_size = tuple(self.plans.patch_size)
+
+    @property
+    def num_views(self) -> int:
+        """Views per tile: ensemble members x mirrorings."""
+        return len(self.models) * len(self.views)
+
+    # -- public -----------------------------------------------------------------------------------------
+    def predict_case(self, data: np.ndarray, name: str | None = None) -> CasePrediction:
+        """Predict one preprocessed case ``data: float32[C, *S]`` (may be a memory map)."""
+        slicewise = self._check_input(data)
+        item_shape = tuple(data.shape[2:] if slicewise else data.shape[1:])
+        items: Sequence[int | None] = range(data.shape[1]) if slicewise else [None]
+        grid = TileGrid(item_shape, self.patch_size, self.tile_overlap)
+        starts = grid.starts
+        acc = (np.zeros((self.plans.num_classes + 1, *data.shape[1:]), dtype=self.seg_dtype)
+               if self.keep_seg else None)
+        jobs = [(item, t) for item in items for t in range(len(starts))]
+        per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+        raw = _RawViews()
+        cache: tuple[int | None, np.ndarray] | None = None
+        bar = tqdm(total=len(jobs), desc=name or "tiles", unit="tile", disable=not self.progress, leave=False)
+        for b0 in range(0, len(jobs), self.batch_size):
+            batch = jobs[b0: b0 + self.batch_size]
+            tiles = []
+            for item, t in batch:
+                if cache is None or cache[0] != item:
+                    cache = (item, self._item_image(data, item))
+                tiles.append(extract_tile(cache[1], starts[t], self.patch_size))
+            dets, seg = self._forward(torch.from_numpy(np.stack(tiles)).to(self.device))
+            for b, (item, t) in enumerate(batch):
+                boxes, scores, labels, views = dets[b]
+                boxes = boxes + np.concatenate([starts[t], starts[t]])
+                boxes = np.clip(boxes, 0, np.concatenate([item_shape, item_shape]))
+                raw.add(boxes, scores, labels, views * len(starts) + t, starts[t])
+                if acc is not None and seg is not None:
+                    src, dst = tile_slices(starts[t], self.patch_size, item_shape)
+                    lead = (slice(None),) if item is None else (slice(None), item)
+                    acc[(*lead, *src)] += seg[b][(slice(None), *dst)].astype(self.seg_dtype, copy=False)
+                if t == len(starts) - 1:  # last tile of this image: consolidate it and free its boxes
+                    boxes, scores, labels = self._consolidate(raw, grid)
+                    if slicewise:
+                        per_slice.append((boxes, scores, labels, int(item)))
+                    else:
+                        result = (boxes, scores, labels)
+                    raw = _RawViews()
+            bar.update(len(batch))
+        bar.close()
+        if slicewise:
+            result = self._merge_slices(per_slice)
+        boxes, scores, labels = result
+        return CasePrediction(np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * (data.ndim - 1)),
+                              np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64),
+                              None if acc is None else _argmax(acc))
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def _check_input(self, data: np.ndarray) -> bool:
+        """Validate ``data`` against the plans; True when a 2D network predicts 3D data slice by slice."""
+        dim, mode = self.plans.dim, self.plans.mode
+        data_dim = data.ndim - 1
+        if data_dim == dim and mode != "2dc":
+            expected = self.plans.in_channels
+            slicewise = False
+        elif data_dim == 3 and dim == 2:
+            slicewise = True
+            expected = self.plans.in_channels // (2 * self.plans.context_slices + 1) if mode == "2dc" \
+                else self.plans.in_channels
+        else:
+            raise ValueError(f"a {mode} plan cannot predict {data_dim}D data of shape {tuple(data.shape)}")
+        if data.shape[0] != expected:
+            raise ValueError(f"data has {data.shape[0]} channels, the {mode} plan expects {expected}")
+        return slicewise
+
+    def _item_image(self, data: np.ndarray, item: int | None) -> np.ndarray:
+        """The network input image of one item: the whole case, a slice, or a slice with context."""
+        if item is None:
+            return data
+        if self.plans.mode == "2dc":
+            return context_slice(data, item, self.plans.context_slices)
+        return np.asarray(data[:, item], dtype=np.float32)
+
+    @torch.inference_mode()
+    def _forward(self, x: Tensor) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray | None]:
+        """All members x mirrorings of a batch ``x: [B, C, *P]``.
+
+        Returns per image (boxes [K, 2d] patch coords, scores [K], labels [K], local view [K]) and the
+        segmentation averaged over views ``float32[B, K+1, *P]`` (None when not kept or not produced).
+        """
+        per_image: list[list[list[Tensor]]] = [[[], [], [], []] for _ in range(x.shape[0])]
+        seg_sum = None
+        for m, model in enumerate(self.models):
+            for v, axes in enumerate(self.views):
+                dims = [a + 2 for a in axes]
+                det = model.predict(torch.flip(x, dims) if axes else x)
+                view = m * len(self.views) + v
+                for b, lists in enumerate(per_image):
+                    lists[0].append(flip_boxes(det.boxes[b].float(), axes, self.patch_size))
+                    lists[1].append(det.scores[b].float())
+                    lists[2].append(det.labels[b].long())
+                    lists[3].append(torch.full_like(det.labels[b], view, dtype=torch.long))
+                if self.keep_seg and det.seg is not None:
+                    seg = torch.flip(det.seg, dims) if axes else det.seg
+                    seg_sum = seg.float() if seg_sum is None else seg_sum + seg
+        out = [tuple(torch.cat(part).cpu().numpy() for part in lists) for lists in per_image]
+        seg_mean = None if seg_sum is None else (seg_sum / self.num_views).cpu().numpy()
+        return out, seg_mean
+
+    def _consolidate(self, raw: _RawViews, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """WBC or NMS over all views of one image, per class."""
+        dim = grid.dim
+        if not raw.boxes or sum(len(b) for b in raw.boxes) == 0:
+            return np.zeros((0, 2 * dim)), np.zeros(0), np.zeros(0, dtype=np.int64)
+        boxes = np.concatenate(raw.boxes).astype(np.float64)
+        starts = np.concatenate(raw.starts)
+        if len(grid) == 1:
+            pcf = np.ones(len(boxes))
+        else:
+            pcf = patch_center_factor(boxes - np.concatenate([starts, starts], axis=1), self.patch_size)
+        expected = self.num_views * grid.mean_coverage(boxes)
+        return consolidate(boxes, np.concatenate(raw.scores), np.concatenate(raw.labels),
+                           np.concatenate(raw.views), pcf, expected, method=self.consolidation,
+                           iou_threshold=self.iou_threshold)
+
+    def _merge_slices(self, per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """2D boxes of all slices -> 3D boxes (inference.merge)."""
+        boxes = [b for b, *_ in per_slice]
+        if sum(len(b) for b in boxes) == 0:
+            return np.zeros((0, 6)), np.zeros(0), np.zeros(0, dtype=np.int64)
+        z = np.concatenate([np.full(len(b), s, dtype=np.int64) for b, _, _, s in per_slice])
+        return merge_2d_to_3d(np.concatenate(boxes), np.concatenate([s for _, s, _, _ in per_slice]),
+                              np.concatenate([lb for _, _, lb, _ in per_slice]), z,
+                              iou_threshold=float(self.plans.inference.get("merge_iou", 0.1)))
+
+
+def _argmax(acc: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Channel argmax of ``acc: [K+1, *S]`` as uint8[*S], a slab of the first axis at a time."""
+    out = np.empty(acc.shape[1:], dtype=np.uint8)
+    for i in range(0, acc.shape[1], chunk):
+        out[i: i + chunk] = np.argmax(acc[:, i: i + chunk], axis=0)
+    return out
