@@ -202,3 +202,18 @@ def test_checkpoint_round_trip():
     again.load_state_dict(ckpt["state_dict"])
     x = torch.randn(1, 1, 64, 64)
     assert torch.equal(det.network(x).cls_logits, again.network(x).cls_logits)
+
+
+def test_top_nms_equals_full_nms_truncated():
+    from retinaunet.boxes import batched_nms
+    from retinaunet.models.detector import top_nms
+
+    torch.manual_seed(0)
+    lo = torch.rand(3000, 2) * 100
+    boxes = torch.cat([lo, lo + 2 + torch.rand(3000, 2) * 20], 1)
+    scores = torch.rand(3000)
+    scores[:10] = scores[10:20]  # ties resolve like the full NMS
+    classes = torch.randint(0, 3, (3000,))
+    for k in (1, 10, 300, 5000):
+        full = batched_nms(boxes, scores, classes, 0.1)[:k]
+        assert torch.equal(top_nms(boxes, scores, classes, 0.1, k, chunk=64), full)

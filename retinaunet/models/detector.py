@@ -180,5 +180,23 @@ class Detector(nn.Module):
         dim = boxes.shape[1] // 2
         valid = ((boxes[:, dim:] - boxes[:, :dim]) > 1e-3).all(dim=1)
         boxes, scores, classes = boxes[valid], scores[valid], classes[valid]
-        keep = batched_nms(boxes, scores, classes, self.nms_iou)[: self.max_detections]
+        keep = top_nms(boxes, scores, classes, self.nms_iou, self.max_detections)
         return boxes[keep], scores[keep], classes[keep]
+
+
+def top_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou: float, k: int, chunk: int = 1024) -> Tensor:
+    """The first `k` indices of `batched_nms(boxes, scores, classes, iou)`, computed on score prefixes.
+
+    Greedy NMS keeps a box depending only on higher-scoring boxes, so NMS over the `n` best boxes gives
+    exactly the full result's kept boxes among them; the prefix grows until it holds `k` kept boxes.
+    boxes: Tensor[N, 2d]; scores, classes: Tensor[N] -> LongTensor[<=k] sorted by decreasing score.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    n = order.numel()
+    size = min(n, max(chunk, 4 * k))
+    while True:
+        idx = order[:size]
+        keep = idx[batched_nms(boxes[idx], scores[idx], classes[idx], iou)]
+        if keep.numel() >= k or size >= n:
+            return keep[:k]
+        size = min(n, size * 4)
