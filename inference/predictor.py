@@ -101,14 +101,15 @@ class Predictor:
         consolidation: "wbc" (weighted box clustering, the paper's) or "nms" (for comparison).
         batch_size: tiles per forward pass (default plans.batch_size).
         tile_overlap: fraction of the patch that neighbouring tiles share (default plans.inference).
-        keep_seg: also return the segmentation argmax (costs one float array of (classes+1) x case size).
+        keep_seg: also return the segmentation argmax (costs one float array of (classes+1) x case size,
+            so off by default).
         seg_dtype: accumulator dtype, "float32" or "float16" (half the memory, same argmax in practice).
         progress: show a progress bar over the tiles of each case.
     """
 
     def __init__(self, models: Sequence[nn.Module], plans: Plans | dict, device: str | torch.device = "cpu",
                  mirror: bool = True, consolidation: str = "wbc", *, mirror_axes: Sequence[int] | None = None,
-                 batch_size: int | None = None, tile_overlap: float | None = None, keep_seg: bool = True,
+                 batch_size: int | None = None, tile_overlap: float | None = None, keep_seg: bool = False,
                  seg_dtype: str = "float32", progress: bool = False) -> None:
         if not models:
             raise ValueError("Predictor needs at least one model")

@@ -76,7 +76,7 @@ def test_flip_boxes_matches_a_flipped_mask_and_is_an_involution():
 
 def test_mirrored_views_flip_fixed_box_back_into_the_input_frame():
     plans = make_test_plans(dim=2, num_classes=1, patch_size=[16, 16])
-    pred = Predictor([FixedBoxDetector([2, 3, 6, 10])], plans, keep_seg=False)
+    pred = Predictor([FixedBoxDetector([2, 3, 6, 10])], plans)
     dets, seg = pred._forward(torch.zeros(1, 1, 16, 16))
     boxes, scores, labels, views = dets[0]
     assert seg is None
@@ -91,7 +91,8 @@ def test_perfect_detector_gives_exact_box_and_seg_over_tiles_views_and_members(m
     data = np.zeros((1, 40, 50), dtype=np.float32)
     data[0, 20:23, 30:34] = 1.0  # fully inside 2 x 2 of the tiles, touching no other
     calls = record_consolidate(monkeypatch)
-    pred = Predictor([SpotDetector(), SpotDetector()], plans, consolidation=consolidation, batch_size=3)
+    pred = Predictor([SpotDetector(), SpotDetector()], plans, consolidation=consolidation, batch_size=3,
+                     keep_seg=True)
     out = pred.predict_case(data)
     np.testing.assert_allclose(out.boxes, [[20, 30, 23, 34]])
     np.testing.assert_allclose(out.scores, [0.9])
@@ -139,7 +140,7 @@ def test_2d_plan_on_3d_data_predicts_slices_and_merges_them():
     plans["data_dim"] = 3
     data = np.zeros((1, 9, 20, 16), dtype=np.float32)
     data[0, 3:6, 5:9, 4:7] = 1.0
-    out = Predictor([SpotDetector()], plans).predict_case(data)
+    out = Predictor([SpotDetector()], plans, keep_seg=True).predict_case(data)
     assert out.boxes.shape == (1, 6)
     np.testing.assert_allclose(out.boxes[0], [3, 5, 4, 6, 9, 7])
     np.testing.assert_array_equal(out.seg, data[0] > 0.5)
@@ -169,7 +170,7 @@ def test_real_tiny_model_predicts_a_whole_case(dim, patch, shape):
     plans["inference"]["min_score"] = 0.0  # random weights: keep whatever comes out
     model = build_model("retina_unet", plans)
     torch.nn.init.zeros_(model.network.cls_head.out.bias)  # no foreground prior: random scores near 1/3
-    out = Predictor([model], plans, mirror=dim == 2, batch_size=4).predict_case(
+    out = Predictor([model], plans, mirror=dim == 2, batch_size=4, keep_seg=True).predict_case(
         np.random.default_rng(0).normal(size=shape).astype(np.float32))
     assert out.seg.shape == shape[1:] and out.seg.dtype == np.uint8 and out.seg.max() <= 2
     assert out.boxes.shape[1] == 2 * dim and len(out.boxes) == len(out.scores) == len(out.labels)

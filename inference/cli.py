@@ -1,0 +1,213 @@
+"""``rud_predict``: predict a folder of new images with a trained model folder.
+
+Three layers: :func:`main` only parses arguments; :func:`predict_folder` does a whole run and is
+callable from the trainer, tests and notebooks; :class:`inference.predictor.Predictor` does the work.
+A run needs only the model folder (its copy of plans.json and the checkpoints), not the training data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from loguru import logger
+from tqdm import tqdm
+
+from inference.export import CSV_NAME, export_case, output_files, write_run_csv
+from inference.models import ModelFolderError, load_models
+from inference.predictor import Predictor
+from retinaunet.dataset import MODALITY_PATTERN
+from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, strip_image_suffix
+from retinaunet.layout import LayoutError, TaskPaths
+from retinaunet.plans import Plans, PlansError, load_plans
+
+__all__ = ["InputError", "OutputExistsError", "find_input_cases", "main", "parse_shard", "predict_folder",
+           "resolve_model_dir", "shard_cases"]
+
+
+class InputError(RuntimeError):
+    """An input folder that cannot be predicted; the message names the file and why."""
+
+
+class OutputExistsError(RuntimeError):
+    """An output file exists and ``overwrite`` was not asked for."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard '{text}' must look like i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard '{text}': need 0 <= i < n")
+    return i, n
+
+
+def shard_cases(cases: Sequence[str], index: int, count: int) -> list[str]:
+    """Every ``count``-th case of the sorted names, starting at ``index``: shards are disjoint and cover all."""
+    return sorted(cases)[index::count]
+
+
+def find_input_cases(input_dir: str | os.PathLike, plans: Plans) -> dict[str, list[Path]]:
+    """Cases of an input folder in the raw naming (``<case>_0000.nii.gz`` ...): {case: modality files}.
+
+    Checks names and that every case has exactly the plan's modalities; raises :class:`InputError`
+    with the first problem (one line naming the file).
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError(f"{input_dir}: input folder not found")
+    n_mod = plans.num_modalities
+    files: dict[str, dict[int, Path]] = {}
+    for f in sorted(input_dir.iterdir()):
+        if not f.is_file() or f.name.startswith(".") or not f.name.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        match = MODALITY_PATTERN.match(strip_image_suffix(f.name))
+        if match is None:
+            raise InputError(f"{f}: name must be <case>_<4-digit modality>, e.g. case001_0000.nii.gz; rename it")
+        mod = int(match.group("mod"))
+        if mod >= n_mod:
+            raise InputError(f"{f}: modality {mod} but the model takes {n_mod} modality(ies) (_0000.."
+                             f"_{n_mod - 1:04d}); remove the file")
+        files.setdefault(match.group("case"), {})[mod] = f
+    if not files:
+        raise InputError(f"{input_dir}: no images named <case>_0000.nii.gz (or .nrrd, .mha ...)")
+    for case, mods in sorted(files.items()):
+        for mod in range(n_mod):
+            if mod not in mods:
+                name = plans.get("modalities", {}).get(str(mod), "")
+                raise InputError(f"{input_dir / f'{case}_{mod:04d}.nii.gz'}: missing modality {mod} ({name}) of "
+                                 f"case '{case}'; add the file")
+    return {case: [mods[m] for m in range(n_mod)] for case, mods in sorted(files.items())}
+
+
+def check_case_files(case: str, files: Sequence[Path], plans: Plans) -> None:
+    """Headers only: readable, the plan's number of dims, modalities on one grid."""
+    reference = None
+    for f in files:
+        geom, _ = read_header(f)  # ReadError names the file
+        if geom.dim != plans.data_dim:
+            raise InputError(f"{f}: image is {geom.dim}D but the model was trained on {plans.data_dim}D images")
+        if reference is None:
+            reference = geom
+        elif (diff := reference.same_as(geom)) is not None:
+            raise InputError(f"{f}: {diff} of modality 0; resample it onto modality 0's grid")
+
+
+def _preprocess(images, geometry, plans):
+    from preprocessing import preprocess_case  # the preprocessing room owns this step
+
+    return preprocess_case(images, geometry, plans)
+
+
+def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                   folds: Sequence[int] | None = None, *, mirror: bool = True, shard: tuple[int, int] = (0, 1),
+                   device: str | torch.device = "cpu", consolidation: str = "wbc", save_seg: bool = False,
+                   save_boxes: bool = False, overwrite: bool = False, batch_size: int | None = None,
+                   progress: bool = True) -> list[Path]:
+    """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
+
+    Writes ``<case>.json`` per case (see :mod:`inference.export`), optional NIfTI masks, and
+    ``predictions.csv`` over all prediction JSONs in ``output_dir``. Nothing is overwritten unless
+    ``overwrite``: every output is checked before the first case runs. Shards of one run share the
+    CSV (each shard rewrites it from the JSONs present when it ends).
+    """
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    plans_file = model_dir / "plans.json"
+    if not plans_file.exists():
+        raise ModelFolderError(f"{plans_file}: missing; a model folder needs its copy of plans.json")
+    plans = load_plans(plans_file)
+    cases = find_input_cases(input_dir, plans)
+    names = shard_cases(list(cases), *shard)
+    for name in names:
+        check_case_files(name, cases[name], plans)
+    planned = [f for name in names for f in output_files(output_dir, name, save_seg, save_boxes)]
+    if shard[1] == 1:
+        planned.append(output_dir / CSV_NAME)
+    if not overwrite:
+        existing = [f for f in planned if f.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace, or choose another -o")
+    models, plans = load_models(model_dir, folds, device)
+    predictor = Predictor(models, plans, device=device, mirror=mirror, consolidation=consolidation,
+                          batch_size=batch_size, keep_seg=save_seg, progress=progress)
+    logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
+                f"{len(models)} model(s) x {len(predictor.views)} view(s) -> {output_dir}")
+    written = []
+    for name in tqdm(names, desc="cases", unit="case", disable=not progress):
+        images, geometry = read_case(cases[name])
+        data, _, props = _preprocess(images, geometry, plans)
+        del images
+        props = {**props, "case": name}
+        pred = predictor.predict_case(data, name=name)
+        written.append(export_case(pred, props, output_dir, plans.class_names, save_seg, save_boxes))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_run_csv(output_dir)
+    return written
+
+
+def resolve_model_dir(task: str | None, model: str, plan: str | None) -> Path:
+    """``<task>/models/<model>_<plan>``; the plan defaults to the task's plans.json, else the only one."""
+    paths = TaskPaths.from_task(task)
+    if plan is None and paths.plans.exists():
+        plan = load_plans(paths.plans).plan_name
+    if plan is None:
+        found = sorted(p for p in (paths.root / "models").glob(f"{model}_*") if p.is_dir())
+        if len(found) != 1:
+            names = ", ".join(p.name for p in found) or "none"
+            raise ModelFolderError(f"{paths.root / 'models'}: cannot choose the plan for model {model} "
+                                   f"(found {names}); pass --plan")
+        return found[0]
+    return paths.model_dir(model, plan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rud_predict",
+        description="Detect objects in new images with a trained model folder. Images follow the raw naming "
+                    "(<case>_0000.nii.gz, one file per modality). Writes one JSON per case (boxes in the "
+                    "original image's index space and world mm) and predictions.csv.")
+    p.add_argument("-t", "--task", default=None, help="task number or TaskXXX_Name (default $RUD_TASK)")
+    p.add_argument("-i", "--input", required=True, type=Path, help="folder of images to predict")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the predictions")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="folds to ensemble (default: every trained fold; each adds its kept best epochs)")
+    p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
+    p.add_argument("--plan", default=None, help="plan name: 2d, 2dc or 3d (default: the task's plans.json)")
+    p.add_argument("--no-tta", action="store_true",
+                   help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate")
+    p.add_argument("--shard", default="0/1",
+                   help="i/n: predict every n-th case (sorted names) starting at i, to split a cohort over "
+                        "machines writing to the same output folder")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--consolidation", choices=("wbc", "nms"), default="wbc",
+                   help="merge the views' boxes by weighted box clustering (default, the paper's) or NMS "
+                        "(for comparison)")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: plans)")
+    p.add_argument("--save-seg", action="store_true",
+                   help="also write <case>_seg.nii.gz, the segmentation argmax (0 background, class+1)")
+    p.add_argument("--save-boxes", action="store_true",
+                   help="also write <case>_boxes.nii.gz, box k of the JSON painted as k+1 (for viewers)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        shard = parse_shard(args.shard)
+        model_dir = resolve_model_dir(args.task, args.model, args.plan)
+        predict_folder(model_dir, args.input, args.output, args.folds, mirror=not args.no_tta, shard=shard,
+                       device=device, consolidation=args.consolidation, save_seg=args.save_seg,
+                       save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size)
+    except (InputError, OutputExistsError, ModelFolderError, LayoutError, PlansError, ReadError, ValueError) as err:
+        print(f"rud_predict: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0

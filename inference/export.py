@@ -1,0 +1,199 @@
+"""Writing predictions in the original image's space: one JSON per case, one CSV per run, NIfTI masks.
+
+Coordinates, precisely:
+
+- ``box``: half-open extents ``[lo_0, lo_1, (lo_2), hi_0, hi_1, (hi_2)]`` in the original image's array
+  index space (array order, e.g. z, y, x); voxel ``i`` spans ``[i, i+1)``. Mapped from the
+  preprocessed grid by the preprocessing room's ``box_to_original`` (undoes resampling and cropping).
+- ``center_world``: SimpleITK physical point (x, y, z) in mm (LPS, the image's own frame) of the box
+  centre. SimpleITK's integer index ``i`` is the *centre* of voxel ``i``, which spans the continuous
+  indices ``i - 0.5 .. i + 0.5``; a half-open box ``[lo, hi)`` therefore spans ``lo - 0.5 .. hi - 0.5``
+  and its centre is the continuous index ``(lo + hi) / 2 - 0.5``, mapped with
+  ``Geometry.index_to_world`` (= ``TransformContinuousIndexToPhysicalPoint``).
+- ``size_mm``: ``(hi - lo) * spacing`` along the array axes (array order).
+
+``--save-seg`` writes ``<case>_seg.nii.gz`` (argmax of the segmentation output: 0 background, c+1 for
+class c) and ``--save-boxes`` writes ``<case>_boxes.nii.gz`` where the voxels whose centres lie in box k
+of the JSON list hold k+1 (higher scores painted last, so they win where boxes overlap).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.predictor import CasePrediction, Predictor
+from retinaunet.io import Geometry, read_json, write_image, write_json
+
+__all__ = ["boxes_to_original", "box_mask", "box_world", "export_case", "output_files", "predict_preprocessed",
+           "read_predictions", "seg_to_original", "write_run_csv"]
+
+AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
+CSV_NAME = "predictions.csv"
+
+
+def _box_to_original(box: np.ndarray, props: dict[str, Any]) -> np.ndarray:
+    from preprocessing import box_to_original  # the preprocessing room owns the inverse mapping
+
+    return np.asarray(box_to_original(box, props), dtype=np.float64)
+
+
+def boxes_to_original(boxes: np.ndarray, props: dict[str, Any]) -> np.ndarray:
+    """Boxes ``[K, 2*dim]`` of the preprocessed grid -> original index space, clipped to the image."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), -1)
+    dim = boxes.shape[1] // 2
+    out = np.stack([_box_to_original(b, props) for b in boxes]) if len(boxes) else np.zeros((0, 2 * dim))
+    shape = np.asarray(props["original"]["shape"], dtype=np.float64)
+    return np.clip(out, 0, np.concatenate([shape, shape]))
+
+
+def box_world(boxes: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """World centres ``[K, dim]`` (x, y, z mm) and sizes ``[K, dim]`` (mm, array order) of original boxes."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * geometry.dim)
+    lo, hi = boxes[:, : geometry.dim], boxes[:, geometry.dim:]
+    centre = geometry.index_to_world((lo + hi) / 2 - 0.5).reshape(-1, geometry.dim)
+    return centre, (hi - lo) * np.asarray(geometry.spacing)
+
+
+def _axis_map(props: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis ``orig = a * pre + b`` for box edges, read off ``box_to_original`` of the full extent."""
+    shape = np.asarray(props["shape"], dtype=np.float64)
+    full = _box_to_original(np.concatenate([np.zeros_like(shape), shape]), props)
+    dim = len(shape)
+    a = (full[dim:] - full[:dim]) / shape
+    return a, full[:dim]
+
+
+def seg_to_original(seg: np.ndarray, props: dict[str, Any]) -> np.ndarray:
+    """Label map ``[*S]`` of the preprocessed grid -> ``uint8[*original shape]`` (nearest voxel, 0 outside
+    the crop), consistent with the box mapping: original voxel i takes the preprocessed voxel holding
+    its centre (edge coordinate i + 0.5)."""
+    a, b = _axis_map(props)
+    shape = [int(s) for s in props["original"]["shape"]]
+    out = np.zeros(shape, dtype=np.uint8)
+    index, region = [], []
+    for axis, n_orig in enumerate(shape):
+        j = np.floor((np.arange(n_orig) + 0.5 - b[axis]) / a[axis]).astype(np.int64)
+        valid = np.flatnonzero((j >= 0) & (j < seg.shape[axis]))
+        if valid.size == 0:
+            return out
+        region.append(slice(int(valid[0]), int(valid[-1]) + 1))
+        index.append(j[valid[0]: valid[-1] + 1])
+    out[tuple(region)] = seg[np.ix_(*index)]
+    return out
+
+
+def box_mask(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``uint16[*shape]``: voxels whose centre lies in ``boxes[k]`` (original index coords) hold k+1.
+
+    At least the voxel at the box centre is marked; earlier boxes (higher scores) are painted last.
+    """
+    dim = len(shape)
+    out = np.zeros(tuple(shape), dtype=np.uint16)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * dim)[: np.iinfo(np.uint16).max]
+    for k in range(len(boxes) - 1, -1, -1):
+        lo = np.ceil(boxes[k, :dim] - 0.5).astype(np.int64)
+        hi = np.ceil(boxes[k, dim:] - 0.5).astype(np.int64)
+        centre = np.floor((boxes[k, :dim] + boxes[k, dim:]) / 2).astype(np.int64)
+        lo, hi = np.where(hi > lo, lo, centre), np.where(hi > lo, hi, centre + 1)
+        lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
+        out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = k + 1
+    return out
+
+
+def output_files(out_dir: str | os.PathLike, case: str, save_seg: bool = False, save_boxes: bool = False
+                 ) -> list[Path]:
+    """Files ``export_case`` writes for ``case``."""
+    out_dir = Path(out_dir)
+    files = [out_dir / f"{case}.json"]
+    if save_seg:
+        files.append(out_dir / f"{case}_seg.nii.gz")
+    if save_boxes:
+        files.append(out_dir / f"{case}_boxes.nii.gz")
+    return files
+
+
+def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.PathLike,
+                class_names: Sequence[str] | None = None, save_seg: bool = False,
+                save_boxes: bool = False) -> Path:
+    """Write ``<out_dir>/<case>.json`` (and the optional NIfTI masks); returns the JSON's path."""
+    out_dir = Path(out_dir)
+    case = str(props["case"])
+    geometry = Geometry.from_dict(props["original"])
+    boxes = boxes_to_original(pred.boxes, props)
+    order = np.argsort(-np.asarray(pred.scores), kind="stable")
+    boxes, scores, labels = boxes[order], np.asarray(pred.scores)[order], np.asarray(pred.labels)[order]
+    centres, sizes = box_world(boxes, geometry)
+    entries = []
+    for box, score, label, centre, size in zip(boxes, scores, labels, centres, sizes):
+        entry = {"class": int(label), "score": float(score), "box": [float(v) for v in box],
+                 "center_world": [float(v) for v in centre], "size_mm": [float(v) for v in size]}
+        if class_names is not None and 0 <= int(label) < len(class_names):
+            entry["class_name"] = str(class_names[int(label)])
+        entries.append(entry)
+    doc = {"case": case, "shape": list(geometry.shape), "spacing": list(geometry.spacing),
+           "origin": list(geometry.origin), "direction": list(geometry.direction), "boxes": entries}
+    if save_seg:
+        if pred.seg is None:
+            raise ValueError(f"{case}: no segmentation to save (this model has no segmentation output)")
+        write_image(seg_to_original(pred.seg, props), geometry, out_dir / f"{case}_seg.nii.gz")
+    if save_boxes:
+        write_image(box_mask(boxes, geometry.shape), geometry, out_dir / f"{case}_boxes.nii.gz")
+    return write_json(doc, out_dir / f"{case}.json")
+
+
+def predict_preprocessed(predictor: Predictor, data: np.ndarray, props: dict[str, Any],
+                         out_dir: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
+                         save_seg: bool = False, save_boxes: bool = False) -> CasePrediction:
+    """Predict an already preprocessed case (``data: [C, *S]`` and its preprocessing json ``props``) and,
+    when ``out_dir`` is given, export it (validation and test cases of the trainer)."""
+    if tuple(data.shape[1:]) != tuple(props.get("shape", data.shape[1:])):
+        raise ValueError(f"{props.get('case')}: data shape {tuple(data.shape[1:])} differs from its json's "
+                         f"{tuple(props['shape'])}; preprocess the case again")
+    pred = predictor.predict_case(data, name=str(props.get("case", "case")))
+    if out_dir is not None:
+        export_case(pred, props, out_dir, class_names, save_seg, save_boxes)
+    return pred
+
+
+def read_predictions(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every prediction JSON in ``out_dir`` (files with "case" and "boxes"), sorted by case."""
+    docs = []
+    for path in sorted(Path(out_dir).glob("*.json")):
+        doc = read_json(path)
+        if isinstance(doc, dict) and "case" in doc and "boxes" in doc:
+            docs.append(doc)
+    return sorted(docs, key=lambda d: d["case"])
+
+
+def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
+    """``<out_dir>/predictions.csv``: one row per box of every prediction JSON in ``out_dir``.
+
+    Columns: case, class, class_name, score, center_x_mm, center_y_mm, (center_z_mm), size_<axis>_mm in
+    array order, then the box in original index coordinates (<axis>0 ..., <axis>1 ...).
+    """
+    out_dir = Path(out_dir)
+    docs = read_predictions(out_dir)
+    dim = len(docs[0]["shape"]) if docs else 3
+    axes = AXES[dim]
+    header = ["case", "class", "class_name", "score", *[f"center_{a}_mm" for a in "xyz"[:dim]],
+              *[f"size_{a}_mm" for a in axes], *[f"{a}0" for a in axes], *[f"{a}1" for a in axes]]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for doc in docs:
+        for b in doc["boxes"]:
+            writer.writerow([doc["case"], b["class"], b.get("class_name", ""), f"{b['score']:.6f}",
+                             *[f"{v:.3f}" for v in b["center_world"]], *[f"{v:.3f}" for v in b["size_mm"]],
+                             *[f"{v:.3f}" for v in b["box"]]])
+    path = out_dir / name
+    tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+    return path
