@@ -46,8 +46,8 @@ def _box_to_original(box: np.ndarray, props: dict[str, Any]) -> np.ndarray:
 
 def boxes_to_original(boxes: np.ndarray, props: dict[str, Any]) -> np.ndarray:
     """Boxes ``[K, 2*dim]`` of the preprocessed grid -> original index space, clipped to the image."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), -1)
-    dim = boxes.shape[1] // 2
+    dim = len(props["original"]["shape"])
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * dim)
     out = np.stack([_box_to_original(b, props) for b in boxes]) if len(boxes) else np.zeros((0, 2 * dim))
     shape = np.asarray(props["original"]["shape"], dtype=np.float64)
     return np.clip(out, 0, np.concatenate([shape, shape]))
