@@ -97,7 +97,7 @@ def one_step(det, images, boxes, labels, seg, patch_size: list[int], timer: Time
     with timer("anchors"):
         anchors = det.anchors(patch_size, out.feature_shapes, images.device)
     with timer("matching"):
-        targets, positive, deltas = det.assign_targets(anchors, boxes, labels)
+        targets, positive, deltas = det.assign_targets(anchors, boxes, labels, patch_size)
     with timer("loss"):
         terms = {**det.network.cls_head.loss(out.cls_logits, targets),
                  **det.network.box_head.loss(out.box_deltas, deltas, positive),

@@ -217,3 +217,21 @@ def test_top_nms_equals_full_nms_truncated():
     for k in (1, 10, 300, 5000):
         full = batched_nms(boxes, scores, classes, 0.1)[:k]
         assert torch.equal(top_nms(boxes, scores, classes, 0.1, k, chunk=64), full)
+
+
+def test_targets_clipped_to_the_patch_and_empty_boxes_skipped():
+    plans = _plans(dim=2)
+    det = build_model("retina_net", plans)
+    shapes = [(16, 16), (8, 8), (4, 4), (2, 2)]
+    anchors = det.anchors([64, 64], shapes, torch.device("cpu"))
+    flat = torch.tensor([[10.0, 10.0, 10.0, 30.0]])  # no volume: would give log(0) size targets
+    t, pos, deltas = det.assign_targets(anchors, [flat], [torch.tensor([0])], [64, 64])
+    assert pos.sum() == 0 and (t >= 0).all() and deltas.shape == (0, 4)
+    outside = torch.tensor([[50.0, 50.0, 90.0, 90.0]])  # half outside the patch
+    t, pos, deltas = det.assign_targets(anchors, [outside], [torch.tensor([1])], [64, 64])
+    clipped = det.box_coder.decode(deltas, anchors[pos[0]])
+    assert pos.sum() > 0 and (t[pos] == 2).all()
+    assert torch.allclose(clipped, torch.tensor([[50.0, 50.0, 64.0, 64.0]]).expand_as(clipped), atol=1e-3)
+    losses = det.compute_losses(torch.randn(2, 1, 64, 64), [flat, outside],
+                                [torch.tensor([0]), torch.tensor([1])])
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -100,24 +100,31 @@ class Detector(nn.Module):
         return self.anchor_generator(list(image_shape), [list(s) for s in feature_shapes], device=device)
 
     def assign_targets(
-        self, anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor]
+        self, anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor],
+        image_shape: Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Match anchors to ground truth per image.
 
-        anchors: Tensor[A, 2d]; boxes[i]: Tensor[N_i, 2d]; labels[i]: LongTensor[N_i] (classes from 0).
+        anchors: Tensor[A, 2d]; boxes[i]: Tensor[N_i, 2d]; labels[i]: LongTensor[N_i] (classes from 0);
+        image_shape: when given, boxes are clipped to the patch first. Boxes without volume are skipped
+        (they would give infinite size targets).
         Returns targets LongTensor[B, A] (-1 ignored, 0 background, c+1 class c), positive
         BoolTensor[B, A] and target deltas Tensor[P, 2d] of the positives in row-major order.
         """
         targets, deltas = [], []
         for gt, lab in zip(boxes, labels):
             t = torch.zeros(anchors.shape[0], dtype=torch.long, device=anchors.device)
+            gt, lab = gt.to(anchors), lab.to(anchors.device)
+            if image_shape is not None:
+                gt = clip_boxes(gt, image_shape)
+            valid = (gt[:, gt.shape[1] // 2:] > gt[:, : gt.shape[1] // 2]).all(dim=1)
+            gt, lab = gt[valid], lab[valid]
             if gt.numel() == 0:
                 targets.append(t)
                 continue
-            gt = gt.to(anchors)
             matched = self.matcher(box_iou(gt, anchors))
             pos = matched >= 0
-            t[pos] = lab.to(anchors.device).long()[matched[pos]] + 1
+            t[pos] = lab.long()[matched[pos]] + 1
             t[matched == Matcher.BETWEEN] = -1
             targets.append(t)
             deltas.append(self.box_coder.encode(gt[matched[pos]], anchors[pos]))
@@ -139,7 +146,7 @@ class Detector(nn.Module):
                              f"got {len(boxes)} and {len(labels)}")
         out = self.network(images)
         anchors = self.anchors(images.shape[2:], out.feature_shapes, images.device)
-        targets, positive, target_deltas = self.assign_targets(anchors, boxes, labels)
+        targets, positive, target_deltas = self.assign_targets(anchors, boxes, labels, images.shape[2:])
         terms: dict[str, Tensor] = {}
         terms.update(self.network.cls_head.loss(out.cls_logits, targets))
         terms.update(self.network.box_head.loss(out.box_deltas, target_deltas, positive))
