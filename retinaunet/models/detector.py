@@ -61,8 +61,9 @@ class Detector(nn.Module):
         self.dim = plans.dim
         self.num_classes = plans.num_classes
         anchors = plans.anchors
+        z_sizes = anchors.get("z_base_sizes") if self.dim == 3 else None
         self.anchor_generator = AnchorGenerator(
-            list(anchors["base_sizes"]), list(anchors["z_base_sizes"]) if self.dim == 3 else None,
+            list(anchors["base_sizes"]), None if z_sizes is None else list(z_sizes),
             list(anchors["scales"]), list(anchors["ratios"]), self.dim,
         )
         self.matcher = Matcher(float(plans.matching["iou_low"]), float(plans.matching["iou_high"]),
