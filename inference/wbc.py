@@ -79,6 +79,8 @@ def _prepare(boxes, scores, labels, view_ids, patch_center_factors, expected_vie
             raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
     dim = boxes.shape[1] // 2
     valid = np.all(boxes[:, dim:] > boxes[:, :dim], axis=1)
+    if valid.all():
+        return boxes, scores, labels, views, pcf, expected
     return boxes[valid], scores[valid], labels[valid], views[valid], pcf[valid], expected[valid]
 
 
@@ -92,70 +94,164 @@ def _sort_output(boxes, scores, labels):
 
 
 @numba.njit(cache=True, nogil=True)
+def _sweep_axis(boxes, start, end, dim):
+    """Axis along which the boxes of [start, end) are most spread out relative to their largest size."""
+    best_axis, best_ratio = 0, -1.0
+    for k in range(dim):
+        lo, hi, size = np.inf, -np.inf, 0.0
+        for i in range(start, end):
+            lo = min(lo, boxes[i, k])
+            hi = max(hi, boxes[i, k])
+            size = max(size, boxes[i, dim + k] - boxes[i, k])
+        ratio = (hi - lo) / size
+        if ratio > best_ratio:
+            best_axis, best_ratio = k, ratio
+    return best_axis
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_above(values, x, strict):
+    """First index of sorted ``values`` with value > x (strict) or >= x."""
+    lo, hi = 0, values.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if values[mid] > x or (not strict and values[mid] == x):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _next_alive(skip, pos):
+    """First position >= pos not yet clustered (``skip`` links used positions onwards, compressed)."""
+    root = pos
+    while skip[root] != root:
+        root = skip[root]
+    while skip[pos] != root:
+        skip[pos], pos = root, skip[pos]
+    return root
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_members(member, member_iou, m):
+    """Sort member[:m] ascending (and member_iou with it), in place: insertion sort for the usual small
+    clusters, argsort for large ones."""
+    if m <= 32:
+        for a in range(1, m):
+            j, iou = member[a], member_iou[a]
+            b = a - 1
+            while b >= 0 and member[b] > j:
+                member[b + 1], member_iou[b + 1] = member[b], member_iou[b]
+                b -= 1
+            member[b + 1], member_iou[b + 1] = j, iou
+    else:
+        order = np.argsort(member[:m], kind="mergesort")
+        member[:m] = member[:m][order]
+        member_iou[:m] = member_iou[:m][order]
+
+
+@numba.njit(cache=True, nogil=True)
+def _summarise(member, member_iou, boxes, scores, vol, pcf, expected, views, seen, cluster, coords):
+    """Score o_s of one cluster (members in score order); writes its coordinates o_c into ``coords``."""
+    sum_w = 0.0
+    sum_sw = 0.0
+    sum_expected = 0.0
+    distinct = 0
+    coords[:] = 0.0
+    for t in range(member.shape[0]):
+        j = member[t]
+        w = member_iou[t] * vol[j] * pcf[j]
+        sw = scores[j] * w
+        sum_w += w
+        sum_sw += sw
+        for c in range(boxes.shape[1]):
+            coords[c] += boxes[j, c] * sw
+        sum_expected += expected[j]
+        if seen[views[j]] != cluster:
+            seen[views[j]] = cluster
+            distinct += 1
+    m = member.shape[0]
+    n_missing = max(0.0, sum_expected / m - distinct)
+    if sum_sw > 0.0:
+        coords /= sum_sw
+    return sum_sw / (sum_w + n_missing * sum_w / m)
+
+
+@numba.njit(cache=True, nogil=True)
 def _wbc_sorted(boxes, scores, labels, views, pcf, expected, num_views, iou_threshold, min_score):
-    """WBC over boxes sorted by (label, decreasing score); returns (boxes, scores, labels) of clusters."""
+    """WBC over boxes sorted by (label, decreasing score); returns (boxes, scores, labels) of clusters.
+
+    Candidates of a cluster are found by a sweep: within a class, boxes sorted by their minimum along
+    the axis where they are most spread out; a box can only overlap the top box if its minimum lies in
+    (top min - largest size, top max). Members are then accumulated in score order.
+    """
     n, columns = boxes.shape
     dim = columns // 2
     vol = np.ones(n)
     for i in range(n):
         for k in range(dim):
             vol[i] *= max(boxes[i, dim + k] - boxes[i, k], 0.0)
-    used = np.zeros(n, dtype=np.bool_)
     seen = np.full(num_views, -1, dtype=np.int64)  # cluster that last counted this view
     out_boxes = np.empty((n, columns))
     out_scores = np.empty(n)
     out_labels = np.empty(n, dtype=np.int64)
+    member = np.empty(n, dtype=np.int64)
+    member_iou = np.empty(n)
     coords = np.empty(columns)
     count = 0
-    group_end = 0
-    for i in range(n):
-        if used[i]:
-            continue
-        if i >= group_end:  # first box of a new class: find where the class ends
-            group_end = i
-            while group_end < n and labels[group_end] == labels[i]:
-                group_end += 1
-        sum_w = 0.0
-        sum_sw = 0.0
-        sum_expected = 0.0
-        members = 0
-        distinct = 0
-        coords[:] = 0.0
-        for j in range(i, group_end):
-            if used[j]:
+    start = 0
+    while start < n:
+        end = start
+        while end < n and labels[end] == labels[start]:
+            end += 1
+        # the class's boxes in sweep order, copied so that the candidate scan reads memory in sequence
+        axis = _sweep_axis(boxes, start, end, dim)
+        by_min = start + np.argsort(boxes[start:end, axis], kind="mergesort")
+        swept = boxes[by_min]
+        swept_vol = vol[by_min]
+        swept_min = swept[:, axis].copy()
+        skip = np.arange(end - start + 1)  # per sweep position: itself if alive, else a later one
+        position = np.empty(end - start, dtype=np.int64)
+        max_size = 0.0
+        for pos in range(end - start):
+            position[by_min[pos] - start] = pos
+            max_size = max(max_size, swept[pos, dim + axis] - swept[pos, axis])
+        for i in range(start, end):
+            if skip[position[i - start]] != position[i - start]:
                 continue
-            inter = 1.0
-            for k in range(dim):
-                extent = min(boxes[i, dim + k], boxes[j, dim + k]) - max(boxes[i, k], boxes[j, k])
-                if extent <= 0.0:
-                    inter = 0.0
-                    break
-                inter *= extent
-            if inter <= 0.0:
-                continue
-            iou = inter / (vol[i] + vol[j] - inter)
-            if iou <= iou_threshold:
-                continue
-            used[j] = True
-            w = iou * vol[j] * pcf[j]
-            sw = scores[j] * w
-            sum_w += w
-            sum_sw += sw
-            for c in range(columns):
-                coords[c] += boxes[j, c] * sw
-            sum_expected += expected[j]
-            members += 1
-            if seen[views[j]] != i:
-                seen[views[j]] = i
-                distinct += 1
-        n_missing = max(0.0, sum_expected / members - distinct)
-        score = sum_sw / (sum_w + n_missing * sum_w / members)
-        if score > min_score:
-            for c in range(columns):
-                out_boxes[count, c] = coords[c] / sum_sw
-            out_scores[count] = score
-            out_labels[count] = labels[i]
-            count += 1
+            first = _first_above(swept_min, boxes[i, axis] - max_size, True)
+            last = _first_above(swept_min, boxes[i, dim + axis], False)
+            m = 0
+            pos = _next_alive(skip, first)
+            while pos < last:
+                candidate = pos
+                pos = _next_alive(skip, pos + 1)
+                inter = 1.0
+                for k in range(dim):
+                    extent = min(boxes[i, dim + k], swept[candidate, dim + k]) - max(boxes[i, k], swept[candidate, k])
+                    if extent <= 0.0:
+                        inter = 0.0
+                        break
+                    inter *= extent
+                if inter <= 0.0:
+                    continue
+                iou = inter / (vol[i] + swept_vol[candidate] - inter)
+                if iou > iou_threshold:
+                    member[m] = by_min[candidate]
+                    member_iou[m] = iou
+                    m += 1
+            _sort_members(member, member_iou, m)  # score order, as the reference sums
+            for t in range(m):
+                skip[position[member[t] - start]] = position[member[t] - start] + 1
+            score = _summarise(member[:m], member_iou[:m], boxes, scores, vol, pcf, expected, views, seen, i,
+                               coords)
+            if score > min_score:
+                out_boxes[count] = coords
+                out_scores[count] = score
+                out_labels[count] = labels[i]
+                count += 1
+        start = end
     return out_boxes[:count], out_scores[:count], out_labels[:count]
 
 
@@ -183,9 +279,10 @@ def weighted_box_clustering(
     if len(boxes) == 0:
         return _empty(boxes.shape[1])
     order = np.lexsort((-scores, labels))  # by class, then decreasing score (stable)
-    _, views = np.unique(views, return_inverse=True)
-    out = _wbc_sorted(boxes[order], scores[order], labels[order], np.ascontiguousarray(views[order]),
-                      pcf[order], expected[order], int(views.max()) + 1, float(iou_threshold), float(min_score))
+    if views.min() < 0 or views.max() > 4 * len(views) + 1024:  # only the identity of a view matters
+        views = np.unique(views, return_inverse=True)[1].reshape(-1)
+    out = _wbc_sorted(boxes[order], scores[order], labels[order], views[order], pcf[order], expected[order],
+                      int(views.max()) + 1, float(iou_threshold), float(min_score))
     return _sort_output(*out)
 
 
