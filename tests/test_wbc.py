@@ -122,6 +122,26 @@ def test_numba_matches_numpy_reference(seed):
     assert len(fast5[1]) >= len(fast[1])
 
 
+def test_numba_matches_reference_on_mixed_sizes_and_big_clusters():
+    rng = np.random.default_rng(7)
+    # sizes spanning two orders of magnitude (the sweep window depends on the largest box), touching
+    # boxes (no overlap), and one cluster of 60 members
+    lo = rng.uniform(0, 200, (300, 3))
+    boxes = np.concatenate([lo, lo + np.exp(rng.uniform(0, 4.5, (300, 3)))], 1)
+    touching = np.array([[0, 0, 0, 5, 5, 5], [5, 0, 0, 10, 5, 5]], float)
+    crowd = np.array([300, 300, 300, 320, 320, 320], float) + rng.normal(0, 1, (60, 6))
+    boxes = np.concatenate([boxes, touching, crowd])
+    n = len(boxes)
+    labels = rng.integers(0, 2, n)
+    labels[-60:] = 1
+    args = (boxes, rng.uniform(0, 1, n), labels, rng.integers(0, 50, n), rng.uniform(0.5, 1, n), rng.uniform(1, 60, n))
+    fast, ref = weighted_box_clustering(*args), weighted_box_clustering_numpy(*args)
+    assert len(fast[1]) == len(ref[1])
+    np.testing.assert_array_equal(fast[2], ref[2])
+    np.testing.assert_allclose(fast[1], ref[1], rtol=1e-12)
+    np.testing.assert_allclose(fast[0], ref[0], rtol=1e-12, atol=1e-12)
+
+
 def test_consolidate_nms_and_wbc():
     boxes = arr([0, 0, 10, 10], [1, 1, 11, 11], [30, 30, 40, 40])
     b, s, lab = consolidate(boxes, [0.9, 0.8, 0.005], [0, 0, 0], [0, 1, 2], method="nms")
