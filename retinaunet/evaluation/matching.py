@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from retinaunet.boxes import box_iou_np
@@ -43,17 +44,21 @@ class CaseMatch:
         return int(self.dt_scores.shape[0])
 
 
-def _greedy_match(ious: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """ious: float[D, G] with detections sorted by score -> (dt_matched bool[D], gt_matched bool[G])."""
+@numba.njit(cache=True, nogil=True)
+def _greedy_match(ious: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ious: float[D, G] with detections sorted by score -> (dt_matched bool[T, D], gt_matched bool[T, G])."""
     num_dt, num_gt = ious.shape
-    dt_matched = np.zeros(num_dt, dtype=bool)
-    gt_matched = np.zeros(num_gt, dtype=bool)
-    for d in range(num_dt):
-        candidates = np.where(gt_matched, -1.0, ious[d])
-        g = int(np.argmax(candidates))
-        if candidates[g] >= threshold:
-            dt_matched[d] = True
-            gt_matched[g] = True
+    dt_matched = np.zeros((thresholds.shape[0], num_dt), dtype=np.bool_)
+    gt_matched = np.zeros((thresholds.shape[0], num_gt), dtype=np.bool_)
+    for t in range(thresholds.shape[0]):
+        for d in range(num_dt):
+            best, best_iou = -1, thresholds[t]
+            for g in range(num_gt):
+                if not gt_matched[t, g] and ious[d, g] >= best_iou and (best < 0 or ious[d, g] > best_iou):
+                    best, best_iou = g, ious[d, g]
+            if best >= 0:
+                dt_matched[t, d] = True
+                gt_matched[t, best] = True
     return dt_matched, gt_matched
 
 
@@ -77,8 +82,7 @@ def match_case(
     gt_matched = np.zeros((len(thresholds), num_gt), dtype=bool)
     if len(order) and num_gt:
         ious = box_iou_np(np.asarray(pred_boxes)[order], np.asarray(gt_boxes))
-        for t, threshold in enumerate(thresholds):
-            dt_matched[t], gt_matched[t] = _greedy_match(ious, float(threshold))
+        dt_matched, gt_matched = _greedy_match(ious, thresholds)
     return CaseMatch(dt_matched=dt_matched, dt_scores=scores, gt_matched=gt_matched)
 
 
