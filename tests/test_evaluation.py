@@ -315,6 +315,13 @@ def test_cli_folder_and_cv(tmp_path, capsys):
     saved = json.loads((task / "models" / "retina_unet_3d" / "metrics.json").read_text())
     # folds 2-4 missing and no splits.json: only the predicted cases a and b are pooled
     assert saved["num_cases"] == 2 and saved["AP"]["0.1"]["lesion"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # all folds present and splits.json lists the test cases: c (in fold 2, no file) counts as no detections
+    for k in range(2, 5):
+        (task / "models" / "retina_unet_3d" / f"fold{k}" / "test_predictions").mkdir(parents=True)
+    write_json([{"train": ["x"], "val": [], "test": t} for t in (["a"], ["b"], ["c"], [], [])], task / "splits.json")
+    assert main(["-t", str(task), "--cv", "--plan", "3d", "-o", str(tmp_path / "cv")]) == 0
+    saved = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert saved["num_cases"] == 3 and saved["AP"]["0.1"]["lesion"] == pytest.approx((34 + 33 * 2 / 3) / 101)
     with pytest.raises(SystemExit) as help_exit:
         main(["--help"])
     assert help_exit.value.code == 0
