@@ -31,7 +31,9 @@ def plot_pr_curves(
     fig = Figure(figsize=(5, 4.5))
     ax = fig.add_subplot()
     for label, (recall, precision) in curves.items():
-        if len(recall):
+        if len(recall) and np.isnan(recall).all():
+            ax.plot([], [], label=f"{label} (no objects)")
+        elif len(recall):
             # step curve starting at recall 0 with the best precision
             ax.step(np.concatenate([[0.0], recall]), np.concatenate([precision[:1], precision]), where="pre",
                     label=label)
@@ -53,6 +55,9 @@ def plot_froc(
     ax = fig.add_subplot()
     lo, hi = min(rates) / 2, max(rates) * 2
     for label, (fp, sens) in curves.items():
+        if len(sens) and np.isnan(sens).all():
+            ax.plot([], [], label=f"{label} (no objects)")
+            continue
         fp = np.concatenate([[lo], np.maximum(fp, lo)]) if len(fp) else np.array([lo, hi])
         sens = np.concatenate([[0.0], sens]) if len(sens) else np.zeros(2)
         ax.step(np.append(fp, hi), np.append(sens, sens[-1]), where="post", label=label)
