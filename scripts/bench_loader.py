@@ -51,16 +51,19 @@ def write_cases(folder: Path, shape: tuple[int, ...], n_cases: int, n_objects: i
     return names
 
 
-def time_loader(folder: Path, names: list[str], plans, workers: int, augment: bool, batches: int) -> float:
-    """Patches per second over ``batches`` batches, after two warm-up batches (worker start-up excluded)."""
+def time_loader(folder: Path, names: list[str], plans, workers: int, augment: bool,
+                batches: int) -> tuple[float, float | None]:
+    """(patches per second, CPU ms per patch in this process or None with workers) over ``batches`` batches,
+    after two warm-up batches (worker start-up excluded). CPU time is robust to other load on the machine."""
     with make_train_loader(folder, names, plans, num_workers=workers, seed=0, augment=augment) as loader:
         for _ in range(2):
             next(loader)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(batches):
             next(loader)
-        elapsed = time.perf_counter() - start
-    return batches * plans.batch_size / elapsed
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    patches = batches * plans.batch_size
+    return patches / elapsed, (1000 * cpu / patches if workers == 0 else None)
 
 
 def main() -> None:
@@ -89,15 +92,17 @@ def main() -> None:
                 folder.mkdir()
                 write_cases(folder, shape, args.cases, n_objects=6)
             names = sorted(p.stem for p in folder.glob("*.json"))
-            base = time_loader(folder, names, plans, 0, False, args.batches)
-            rows.append((label, "none", 0, base, 1.0))
+            base, base_cpu = time_loader(folder, names, plans, 0, False, args.batches)
+            rows.append((label, "none", 0, base, 1.0, base_cpu))
             for workers in args.workers:
-                rate = time_loader(folder, names, plans, workers, True, args.batches)
-                rows.append((label, "full", workers, rate, rate / base))
+                rate, cpu = time_loader(folder, names, plans, workers, True, args.batches)
+                rows.append((label, "full", workers, rate, rate / base, cpu))
 
-    print(f"{'patches':22s} {'augment':8s} {'workers':>7s} {'patches/s':>10s} {'vs no-aug':>9s}")
-    for label, aug, workers, rate, ratio in rows:
-        print(f"{label:22s} {aug:8s} {workers:7d} {rate:10.1f} {ratio:9.2f}")
+    print(f"{'patches':22s} {'augment':8s} {'workers':>7s} {'patches/s':>10s} {'vs no-aug':>9s} "
+          f"{'CPU ms/patch':>12s}")
+    for label, aug, workers, rate, ratio, cpu in rows:
+        cpu_text = f"{cpu:12.1f}" if cpu is not None else f"{'-':>12s}"
+        print(f"{label:22s} {aug:8s} {workers:7d} {rate:10.1f} {ratio:9.2f} {cpu_text}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import Compose
 from loguru import logger
+from threadpoolctl import threadpool_limits
 
 from retinaunet.boxes import boxes_from_instance_map
 from retinaunet.io import read_json
@@ -235,7 +236,9 @@ class TrainLoader:
             np.random.set_state(self._rng_state)
             random.setstate(self._py_state)
             try:
-                batch = self.transform(**batch)
+                # as in the workers: batchgenerators' small matrix products are slower with BLAS threads
+                with threadpool_limits(limits=1, user_api="blas"):
+                    batch = self.transform(**batch)
             finally:
                 self._rng_state, self._py_state = np.random.get_state(), random.getstate()
                 np.random.set_state(outer)
