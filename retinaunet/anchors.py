@@ -134,8 +134,10 @@ class Matcher:
         best_per_gt = iou.max(dim=1).values  # [G]
         is_best = (iou == best_per_gt[:, None]) & (best_per_gt[:, None] > 0)  # [G, A]
         forced = is_best.any(dim=0)  # [A]
-        owner = torch.where(is_best, iou, torch.full_like(iou, -1.0)).argmax(dim=0)
-        matches[forced] = owner[forced]
+        cols = torch.nonzero(forced).flatten()  # few anchors: decide owners on those columns only
+        sub = iou[:, cols]
+        owner = torch.where(is_best[:, cols], sub, torch.full_like(sub, -1.0)).argmax(dim=0)
+        matches[cols] = owner
         has_positive = torch.zeros(iou.shape[0], dtype=torch.bool, device=iou.device)
         has_positive[matches[matches >= 0]] = True
         for g in torch.nonzero(~has_positive & (best_per_gt > 0)).flatten().tolist():
