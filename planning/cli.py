@@ -1,0 +1,50 @@
+"""``rud_plan -t TASK``: fingerprint a raw dataset and write its plans (thin argument layer)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loguru import logger
+
+from retinaunet.layout import default_task
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rud_plan",
+        description="Validate a raw dataset, write its fingerprint.json and plans.json (every choice with its "
+                    "reason) and print a summary. A rerun with nothing changed rewrites nothing.")
+    p.add_argument("-t", "--task", default=default_task(),
+                   help="task number (1, 001) or full name (Task001_Name); default $RUD_TASK")
+    p.add_argument("--mode", choices=["2d", "2dc", "3d"], default=None,
+                   help="network mode: 2d slices, 2dc (slices with +-3 neighbours as channels) or 3d; "
+                        "default: chosen from the data's dimension and anisotropy")
+    p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
+                   help="plan for a GPU with this much memory (GB); default: the CUDA device present, or a CPU "
+                        "budget (small network, a training step of about a second) without one")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one plans entry after planning, dotted key and JSON value, e.g. "
+                        "training.epochs=20 or patch_size=[96,96]; repeatable. Changes results: use with care")
+    p.add_argument("--workers", type=int, default=2, help="processes for the fingerprint (0: in this process)")
+    p.add_argument("--force", action="store_true", help="recompute the fingerprint even if the raw data is unchanged")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from planning.pipeline import plan_task, summary_table
+    from retinaunet.dataset import DatasetError
+
+    try:
+        plans, _ = plan_task(args.task, mode=args.mode, gpu_memory=args.gpu_memory, overrides=args.override,
+                             workers=args.workers, force=args.force)
+    except DatasetError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - one-line error for the user
+        logger.debug(repr(err))
+        print(f"rud_plan: {err}", file=sys.stderr)
+        return 1
+    print(summary_table(plans))
+    return 0

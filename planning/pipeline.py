@@ -1,0 +1,77 @@
+"""`rud_plan` as a function: validate, fingerprint, plan, apply overrides, write ``plans.json``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from loguru import logger
+
+from planning.budget import Budget
+from planning.fingerprint import load_or_compute_fingerprint
+from planning.planner import plan_from_fingerprint
+from retinaunet.dataset import check_dataset
+from retinaunet.layout import TaskPaths
+from retinaunet.plans import Plans, apply_overrides, save_plans
+
+__all__ = ["plan_task", "summary_table"]
+
+
+def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory: float | None = None,
+              overrides: Sequence[str] = (), workers: int = 0, force: bool = False,
+              budget: Budget | None = None, validate: bool = True) -> tuple[Plans, bool]:
+    """Plan a task and write its ``fingerprint.json`` and ``plans.json``.
+
+    Returns (plans, written): ``written`` is False when ``plans.json`` already held exactly these plans
+    (an unchanged rerun rewrites nothing). Raises `DatasetError` listing every problem of a bad dataset.
+    """
+    paths = TaskPaths(Path(task)) if Path(str(task)).is_dir() else TaskPaths.from_task(task)
+    if validate:
+        check_dataset(paths.root, progress=True)
+    fp, _ = load_or_compute_fingerprint(paths.root, workers=workers, force=force)
+    plans = plan_from_fingerprint(fp, mode=mode, budget=budget, gpu_memory=gpu_memory)
+    if overrides:
+        apply_overrides(plans, overrides)
+        for item in overrides:
+            plans["reasons"][item.split("=", 1)[0].strip()] = "set by --override"
+        plans.validate()
+    written = save_plans(plans, paths.plans)
+    logger.info(f"{'wrote' if written else 'unchanged:'} {paths.plans}")
+    return plans, written
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def summary_table(plans: Plans) -> str:
+    """The main choices and their reasons as a plain-text table."""
+    net = plans.network
+    rows = [
+        ("mode", plans.mode, "mode"),
+        ("target spacing", _fmt(plans.target_spacing), "target_spacing"),
+        ("patch size", _fmt(plans.patch_size), "patch_size"),
+        ("batch size", str(plans.batch_size), "batch_size"),
+        ("input channels", str(plans.in_channels), "mode"),
+        ("network", f"{net['block']} {net['blocks_per_stage']} start {net['start_channels']} "
+                    f"fpn {net['fpn_channels']} head {net['head_channels']}", "network"),
+        ("strides", _fmt(net["strides"]), "network"),
+        ("anchors", f"{_fmt(plans.anchors['base_sizes'])}"
+                    + (f" z {_fmt(plans.anchors['z_base_sizes'])}" if plans.anchors.get("z_base_sizes") else "")
+                    + f" coverage {plans.anchors['coverage']:.1%}", "anchors"),
+        ("normalisation", ", ".join(n["scheme"] for n in plans.normalization), "normalization"),
+        ("training", f"{plans.training['epochs']} x {plans.training['batches_per_epoch']} batches", "training"),
+        ("budget", "", "budget"),
+    ]
+    reasons = plans.get("reasons", {})
+    width = max(len(r[0]) for r in rows)
+    vwidth = min(44, max(len(r[1]) for r in rows))
+    lines = [f"{'entry':<{width}}  {'value':<{vwidth}}  reason", "-" * (width + vwidth + 60)]
+    for name, value, key in rows:
+        lines.append(f"{name:<{width}}  {value:<{vwidth}}  {reasons.get(key, '')}")
+    return "\n".join(lines)

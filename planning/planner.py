@@ -1,0 +1,187 @@
+"""The planner: from a dataset fingerprint and a budget to ``plans.json``, every choice with its reason.
+
+Rules (see DESIGN.md, "Plans"):
+- target spacing: per-axis median; on an anisotropic axis (coarsest median spacing > 3x the finest)
+  the 10th percentile of that axis, but not finer than the other axes (nnU-Net's rule);
+- mode: 2d for 2D data; for 3D data 3d, or 2dc (the slice and +-3 neighbours as channels) when the
+  target spacing is strongly anisotropic (ratio >= ``STRONG_ANISOTROPY``);
+- patch, batch and network from `planning.topology` under the budget;
+- anchors from `planning.anchors_plan` on the training objects at target spacing;
+- normalisation: CT clipped to object-voxel 0.5/99.5 percentiles and standardised with their mean
+  and std; other modalities standardised per case;
+- training length from the budget, the paper's optimiser settings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
+from planning.budget import CPU_FLOPS, Budget, default_budget
+from planning.topology import fit_patch_and_batch
+from retinaunet.plans import Plans
+
+__all__ = ["plan_from_fingerprint", "choose_target_spacing", "choose_mode", "plan_normalization",
+           "object_sizes", "STRONG_ANISOTROPY", "CONTEXT_SLICES"]
+
+ANISOTROPY = 3.0
+STRONG_ANISOTROPY = 4.0
+CONTEXT_SLICES = 3
+PATCH_CONTEXT = 3.0  # CPU patch: this many times the large (95th percentile) objects, per axis
+CPU_TRAIN_SECONDS = 300.0
+GPU_EPOCHS, GPU_BATCHES = 100, 200
+
+
+def choose_target_spacing(spacings: np.ndarray) -> tuple[list[float], str]:
+    """Target spacing from the cases' spacings ``[N, d]`` (array order) and the reason."""
+    spacings = np.asarray(spacings, dtype=np.float64)
+    target = np.median(spacings, axis=0)
+    reason = f"per-axis median of {len(spacings)} cases"
+    worst = int(np.argmax(target))
+    others = np.delete(target, worst)
+    if len(others) and target[worst] > ANISOTROPY * target.min():
+        low = float(np.percentile(spacings[:, worst], 10))
+        target[worst] = max(low, float(others.max()))
+        reason += (f"; axis {worst} is anisotropic (median {np.median(spacings[:, worst]):.3g} > "
+                   f"{ANISOTROPY:g}x {target.min():.3g}), so its 10th percentile {low:.3g} (not finer than "
+                   "the other axes) to keep resolution")
+    return [round(float(t), 6) for t in target], reason
+
+
+def choose_mode(data_dim: int, target_spacing: Sequence[float], requested: str | None = None) -> tuple[str, str]:
+    """``2d`` | ``2dc`` | ``3d`` and the reason."""
+    if requested is not None:
+        if requested not in ("2d", "2dc", "3d"):
+            raise ValueError(f"mode must be 2d, 2dc or 3d, got '{requested}'")
+        if data_dim == 2 and requested != "2d":
+            raise ValueError(f"mode {requested} needs 3D images; this dataset is 2D (use --mode 2d)")
+        return requested, "set by --mode"
+    if data_dim == 2:
+        return "2d", "the images are 2D"
+    ratio = max(target_spacing) / min(target_spacing)
+    if ratio >= STRONG_ANISOTROPY:
+        return "2dc", (f"strongly anisotropic data (spacing ratio {ratio:.1f} >= {STRONG_ANISOTROPY:g}): "
+                       f"2D slices with +-{CONTEXT_SLICES} neighbouring slices as channels, as the paper's 2Dc")
+    return "3d", f"3D images with spacing ratio {ratio:.1f} < {STRONG_ANISOTROPY:g}: volumetric network"
+
+
+def plan_normalization(fp: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """One scheme per modality (CT: dataset-wide clip + standardise; others: per-case z-score)."""
+    schemes, reasons = [], []
+    for stats in fp["intensity"]:
+        name = str(stats.get("name", ""))
+        if name.upper() == "CT" and stats.get("num_samples", 0) > 0:
+            std = max(float(stats["std"]), 1e-8)
+            schemes.append({"scheme": "ct", "clip": [round(stats["p0.5"], 4), round(stats["p99.5"], 4)],
+                            "mean": round(float(stats["mean"]), 4), "std": round(std, 4)})
+            reasons.append(f"modality {stats['modality']} is CT: clip to the object voxels' 0.5/99.5 percentiles, "
+                           "standardise with their mean and std (one scale for all cases)")
+        else:
+            schemes.append({"scheme": "zscore"})
+            why = "no object voxels to learn CT statistics" if name.upper() == "CT" else f"'{name}' is not CT"
+            reasons.append(f"modality {stats['modality']}: {why}, standardise each case by its own mean and std")
+    return schemes, "; ".join(reasons)
+
+
+def object_sizes(fp: Mapping[str, Any], target_spacing: Sequence[float], axes: Sequence[int]) -> np.ndarray:
+    """Sizes of all training objects at the target spacing along ``axes``: ndarray[N, len(axes)] voxels."""
+    ts = np.asarray(target_spacing, dtype=np.float64)
+    rows = [np.asarray(o["size_mm"], dtype=np.float64)[list(axes)] / ts[list(axes)]
+            for case in fp["cases"] for o in case["objects"]]
+    return np.asarray(rows).reshape(-1, len(axes))
+
+
+def _median_shape(fp: Mapping[str, Any], ts: Sequence[float]) -> np.ndarray:
+    shapes = [np.asarray(c["crop_shape"]) * np.asarray(c["spacing"]) / np.asarray(ts) for c in fp["cases"]]
+    return np.median(np.asarray(shapes), axis=0)
+
+
+def _training(budget: Budget, flops: float, num_cases: int) -> tuple[dict[str, Any], str]:
+    base = {"learning_rate": 1e-4, "weight_decay": 1e-5, "optimizer": "adam", "foreground_fraction": 0.5,
+            "seg_loss_weight": 1.0, "val_interval": 1, "keep_best": 5, "hard_negative_pool": 20}
+    cpus = os.cpu_count() or 1
+    if budget.kind == "gpu":
+        return ({"epochs": GPU_EPOCHS, "batches_per_epoch": GPU_BATCHES, **base, "num_workers": min(8, cpus - 1)},
+                f"GPU: {GPU_EPOCHS} epochs x {GPU_BATCHES} batches (the paper code's schedule); Adam, lr 1e-4 "
+                "(paper); half the patches centred on an object")
+    step = flops / CPU_FLOPS
+    steps = max(50, int(CPU_TRAIN_SECONDS / max(step, 1e-3)))
+    epochs = 10 if steps >= 200 else 5
+    per_epoch = int(math.ceil(steps / epochs))
+    return ({"epochs": epochs, "batches_per_epoch": per_epoch, **base, "num_workers": max(0, min(2, cpus - 2))},
+            f"CPU: about {CPU_TRAIN_SECONDS / 60:.0f} minutes of training at an estimated {step:.2f} s per step "
+            f"-> {epochs} x {per_epoch} batches; Adam, lr 1e-4 (paper); half the patches centred on an object")
+
+
+def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget: Budget | None = None,
+                          gpu_memory: float | None = None) -> Plans:
+    """Plans for a fingerprint (see the module docstring); ``budget`` overrides ``gpu_memory``/autodetection."""
+    reasons: dict[str, str] = {}
+    data_dim = int(fp["dim"])
+    num_mod = len(fp["modalities"])
+    ts, reasons["target_spacing"] = choose_target_spacing(np.asarray([c["spacing"] for c in fp["cases"]]))
+    mode, reasons["mode"] = choose_mode(data_dim, ts, mode)
+    dim = 3 if mode == "3d" else 2
+    axes = list(range(data_dim))[-dim:]
+    context = CONTEXT_SLICES if mode == "2dc" else 0
+    in_channels = num_mod * (2 * context + 1)
+    budget = budget or default_budget(dim, gpu_memory)
+    reasons["budget"] = budget.describe()
+
+    sizes = object_sizes(fp, ts, axes)
+    median_shape = _median_shape(fp, ts)
+    net_spacing = [ts[a] for a in axes]
+    net_median = [max(1, int(round(median_shape[a]))) for a in axes]
+    if budget.kind == "cpu" and len(sizes):
+        large = np.percentile(sizes, 95, axis=0)
+        initial = [min(m, max(16, int(math.ceil(PATCH_CONTEXT * s)))) for m, s in zip(net_median, large)]
+        why_patch = f"CPU: {PATCH_CONTEXT:g}x the 95th-percentile object size per axis (capped by the median image)"
+    else:
+        initial = net_median
+        why_patch = "start from the median image shape at target spacing"
+    dataset_voxels = float(sum(np.prod(np.asarray(c["crop_shape"]) * np.asarray(c["spacing"]) / np.asarray(ts))
+                               for c in fp["cases"]))
+    base = {"dim": dim, "in_channels": in_channels, "num_classes": int(fp["num_classes"]),
+            "anchors": {"scales": DEFAULT_SCALES, "ratios": DEFAULT_RATIOS}}
+    pp = fit_patch_and_batch(initial, net_spacing, budget, base, net_median, dataset_voxels)
+    reasons["patch_size"] = (f"{why_patch} {initial}, shrunk (largest extent in mm first) to fit the budget and "
+                             f"made a multiple of the network's stride; estimated step {pp.memory / 2**20:.0f} MB, "
+                             f"{pp.flops / 1e9:.1f} GFLOP" + ("; " + "; ".join(pp.notes) if pp.notes else ""))
+    reasons["batch_size"] = "largest batch within the budget (at most 5% of the dataset's voxels per batch)"
+    reasons["network"] = (("paper-sized ResNet50-FPN for a GPU" if budget.kind == "gpu" else
+                           "small ResNet-FPN so a CPU trains in minutes")
+                          + "; an axis is pooled while its feature map keeps >= 4 voxels and its spacing is at "
+                            "most twice the finest (anisotropic axes wait)")
+    high = 0.5
+    anchor = optimise_anchors(sizes, dim, iou_high=high, patch_size=pp.patch_size)
+    reasons["anchors"] = (f"sizes per level P2-P5 maximising the best-anchor IoU of {anchor.num_objects} training "
+                          f"objects at target spacing: coverage {anchor.coverage:.1%} reach IoU >= {high}, "
+                          f"mean best IoU {anchor.mean_iou:.2f}")
+    normalization, reasons["normalization"] = plan_normalization(fp)
+    training, reasons["training"] = _training(budget, pp.flops, int(fp["num_cases"]))
+    max_objects = int(fp["objects_per_case"]["max"])
+    default_det = 30 if dim == 3 else 10
+    reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "
+                            f"{default_det} boxes per image (2x the most objects in a case), mirroring all axes")
+    reasons["matching"] = f"paper: negative below IoU {0.01 if dim == 3 else 0.1}, positive from {high}"
+    plans = {
+        "task": fp["task"], "plan_name": mode, "mode": mode, "data_dim": data_dim, "dim": dim,
+        "modalities": dict(fp["modalities"]), "num_classes": int(fp["num_classes"]),
+        "class_names": list(fp["class_names"]), "target_spacing": ts, "context_slices": context,
+        "in_channels": in_channels, "patch_size": pp.patch_size, "batch_size": pp.batch_size,
+        "network": {**pp.network, "strides": pp.strides},
+        "anchors": {"base_sizes": anchor.base_sizes, "z_base_sizes": anchor.z_base_sizes,
+                    "scales": DEFAULT_SCALES, "ratios": DEFAULT_RATIOS, "coverage": round(anchor.coverage, 4)},
+        "matching": {"iou_low": 0.01 if dim == 3 else 0.1, "iou_high": high},
+        "normalization": normalization, "training": training,
+        "inference": {"pre_nms_top_k": 50000 if dim == 3 else 10000, "nms_iou": 0.1,
+                      "max_detections": max(default_det, 2 * max_objects), "min_score": 0.1, "tile_overlap": 0.5,
+                      "mirror_axes": list(range(dim)), "wbc_iou": 1e-5},
+        "reasons": reasons,
+    }
+    return Plans(plans).validate()

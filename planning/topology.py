@@ -1,0 +1,138 @@
+"""Network topology, patch size and batch size under a budget.
+
+Strides: at each of the 5 down-sampling transitions an axis is pooled when its feature map stays at
+least ``MIN_FEATURE`` voxels and its current spacing is at most twice the finest one (so an
+anisotropic axis waits until the others have caught up, as nnU-Net does; the paper's 3D network keeps
+z for two stages this way). The patch is then a multiple of the cumulative stride.
+
+Search (as nnU-Net): start from the initial patch with the smallest batch; while the step does not fit
+the budget, shrink the axis with the largest physical extent by one stride multiple; when no axis
+can shrink, halve the network's widths. Then grow the batch while it fits, up to ``MAX_BATCH`` and
+to 5% of the dataset's voxels per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from planning.budget import Budget
+from planning.memory import estimate_flops, estimate_memory
+
+__all__ = ["network_template", "plan_strides", "cumulative", "fit_patch_and_batch", "PatchPlan",
+           "MIN_FEATURE", "MAX_BATCH", "MIN_BATCH"]
+
+MIN_FEATURE = 4
+MIN_BATCH = 2
+MAX_BATCH = {2: 32, 3: 8}
+MIN_PATCH = 8
+
+_GPU_NETWORK = {  # the paper's ResNet50 FPN (start filters 48 in 2D, 18 in 3D)
+    2: {"start_channels": 48, "max_channels": 1536, "fpn_channels": 192, "head_channels": 256, "head_convs": 4,
+        "block": "bottleneck", "blocks_per_stage": [3, 4, 6, 3]},
+    3: {"start_channels": 18, "max_channels": 576, "fpn_channels": 36, "head_channels": 64, "head_convs": 4,
+        "block": "bottleneck", "blocks_per_stage": [3, 4, 6, 3]},
+}
+_CPU_NETWORK = {  # small enough that a CPU trains the 2D toy tasks in minutes
+    2: {"start_channels": 16, "max_channels": 128, "fpn_channels": 32, "head_channels": 32, "head_convs": 2,
+        "block": "basic", "blocks_per_stage": [1, 1, 1, 1]},
+    3: {"start_channels": 8, "max_channels": 64, "fpn_channels": 16, "head_channels": 32, "head_convs": 2,
+        "block": "basic", "blocks_per_stage": [1, 1, 1, 1]},
+}
+
+
+def network_template(dim: int, budget: Budget) -> dict[str, Any]:
+    """Widths and depths of the network for a budget (paper-sized on a GPU, small on a CPU)."""
+    return dict((_GPU_NETWORK if budget.kind == "gpu" else _CPU_NETWORK)[dim])
+
+
+def plan_strides(patch: Sequence[int], spacing: Sequence[float], transitions: int = 5) -> list[list[int]]:
+    """Per-axis strides (1 or 2) of the 5 transitions C0->C1 .. C4->C5 for a patch at a spacing."""
+    size, sp = [float(p) for p in patch], [float(s) for s in spacing]
+    strides = []
+    for _ in range(transitions):
+        poolable = [size[a] / 2 >= MIN_FEATURE for a in range(len(size))]
+        finest = min((sp[a] for a in range(len(sp)) if poolable[a]), default=min(sp))
+        step = [2 if poolable[a] and sp[a] <= 2 * finest + 1e-6 else 1 for a in range(len(size))]
+        strides.append(step)
+        size = [s / k for s, k in zip(size, step)]
+        sp = [s * k for s, k in zip(sp, step)]
+    return strides
+
+
+def cumulative(strides: Sequence[Sequence[int]]) -> list[int]:
+    """Total stride per axis of a list of transitions."""
+    return [math.prod(int(s[a]) for s in strides) for a in range(len(strides[0]))]
+
+
+def _snap(patch: Sequence[int], spacing: Sequence[float], limit: Sequence[int] | None = None
+          ) -> tuple[list[int], list[list[int]]]:
+    """Strides for the patch, and the patch rounded to a multiple of the cumulative stride."""
+    strides = plan_strides(patch, spacing)
+    cum = cumulative(strides)
+    out = []
+    for a, (p, c) in enumerate(zip(patch, cum)):
+        up = int(math.ceil(p / c) * c)
+        out.append(up if limit is None or up <= max(limit[a], c) else max(c, int(p // c) * c))
+    return out, plan_strides(out, spacing) if out != list(patch) else strides
+
+
+@dataclass
+class PatchPlan:
+    """Result of the search."""
+
+    patch_size: list[int]
+    batch_size: int
+    strides: list[list[int]]
+    network: dict[str, Any]
+    memory: int
+    flops: float
+    notes: list[str]
+
+
+def _fits(plans: dict[str, Any], budget: Budget) -> bool:
+    if estimate_memory(plans) > budget.memory:
+        return False
+    return budget.step_flops is None or estimate_flops(plans) <= budget.step_flops
+
+
+def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], budget: Budget,
+                        base: dict[str, Any], median_shape: Sequence[int], dataset_voxels: float) -> PatchPlan:
+    """Patch, batch, strides and network that fit the budget (see the module docstring).
+
+    ``base``: a plans dict with dim, in_channels, num_classes and anchors (scales, ratios) set;
+    ``median_shape``: median image shape at target spacing (network axes), caps the patch;
+    ``dataset_voxels``: all training voxels at target spacing, caps the batch (5% per batch).
+    """
+    dim = len(initial_patch)
+    network = network_template(dim, budget)
+    notes: list[str] = []
+    patch, strides = _snap([max(MIN_PATCH, int(p)) for p in initial_patch], spacing, median_shape)
+
+    def trial(p: list[int], s: list[list[int]], b: int) -> dict[str, Any]:
+        return {**base, "patch_size": p, "batch_size": b, "network": {**network, "strides": s}}
+
+    for _ in range(200):
+        if _fits(trial(patch, strides, MIN_BATCH), budget):
+            break
+        cum = cumulative(strides)
+        shrinkable = [a for a in range(dim) if patch[a] - cum[a] >= MIN_PATCH]
+        if shrinkable:
+            axis = max(shrinkable, key=lambda a: (patch[a] * spacing[a], patch[a], a))
+            smaller = [p - (cum[a] if a == axis else 0) for a, p in enumerate(patch)]
+            patch, strides = _snap(smaller, spacing, smaller)
+            continue
+        if network["start_channels"] <= 4:
+            notes.append("even the smallest patch and network exceed the budget; training may run out of memory")
+            break
+        network = {**network, **{k: max(4, network[k] // 2) for k in
+                                 ("start_channels", "max_channels", "fpn_channels", "head_channels")}}
+        notes.append("network widths halved to fit the budget")
+    batch = MIN_BATCH
+    cap = max(MIN_BATCH, int(0.05 * dataset_voxels / math.prod(patch)))
+    while batch < min(MAX_BATCH[dim], cap) and _fits(trial(patch, strides, batch + 1), budget):
+        batch += 1
+    final = trial(patch, strides, batch)
+    return PatchPlan(patch, batch, strides, final["network"], estimate_memory(final), estimate_flops(final), notes)
