@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loguru import logger
-
 from retinaunet.layout import default_task
 
 
@@ -43,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr)
         return 1
     except Exception as err:  # noqa: BLE001 - one-line error for the user
-        logger.debug(repr(err))
         print(f"rud_plan: {err}", file=sys.stderr)
         return 1
     print(summary_table(plans))

@@ -32,8 +32,13 @@ __all__ = [
 ]
 
 def scale_factors(spacing: Sequence[float], target_spacing: Sequence[float]) -> np.ndarray:
-    """f = target / original per axis: one output voxel spans f original voxels."""
-    return np.asarray(target_spacing, dtype=np.float64) / np.asarray(spacing, dtype=np.float64)
+    """f = target / original per axis: one output voxel spans f original voxels.
+
+    Factors within 1e-5 of 1 are exactly 1 (spacings stored as float32 in image headers differ from
+    the planned spacing in the 8th digit; such an axis is not resampled).
+    """
+    f = np.asarray(target_spacing, dtype=np.float64) / np.asarray(spacing, dtype=np.float64)
+    return np.where(np.abs(f - 1.0) < 1e-5, 1.0, f)
 
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float],
@@ -93,15 +98,19 @@ def _resample_axis(c: np.ndarray, axis: int, n_out: int, f: float, order: int) -
 
 
 def resample_array(x: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float],
-                   order: int = 3, shape: Sequence[int] | None = None) -> np.ndarray:
+                   order: int = 3, shape: Sequence[int] | None = None, overwrite: bool = False) -> np.ndarray:
     """Resample one spatial array ``x: ndarray[*S]`` to the target spacing, one axis at a time.
 
     Axes are processed in the order that shrinks the data first (downsampling axes before
-    upsampling ones) to keep temporaries small. Returns float32 ``[*S']``.
+    upsampling ones) to keep temporaries small. Returns float32 ``[*S']``. ``overwrite``: ``x`` is a
+    float32 C-contiguous array the caller no longer needs, filtered in place instead of copied.
     """
     f = scale_factors(spacing, target_spacing)
     out_shape = tuple(shape) if shape is not None else resampled_shape(x.shape, spacing, target_spacing)
-    c = np.array(x, dtype=np.float32, order="C", copy=True)
+    if overwrite and x.dtype == np.float32 and x.flags.c_contiguous:
+        c = x
+    else:
+        c = np.array(x, dtype=np.float32, order="C", copy=True)
     axes = [ax for ax in range(x.ndim) if not (out_shape[ax] == x.shape[ax] and f[ax] == 1.0)]
     axes.sort(key=lambda ax: out_shape[ax] / x.shape[ax])
     for ax in axes:
@@ -134,15 +143,17 @@ def resample_labels(inst: np.ndarray, spacing: Sequence[float], target_spacing: 
     index = [np.clip(np.floor((np.arange(o) + 0.5) * fi), 0, n - 1).astype(np.int64)
              for o, fi, n in zip(out_shape, f, inst.shape)]
     out = np.ascontiguousarray(inst[np.ix_(*index)], dtype=np.int32)
-    ids_in = np.unique(inst)
-    ids_in = ids_in[ids_in > 0]
-    missing = np.setdiff1d(ids_in, np.unique(out))
-    if missing.size:
-        centres = ndimage.center_of_mass(np.ones(inst.shape, dtype=bool), inst, missing)
-        for i, com in zip(missing, centres):
-            pos = tuple(int(min(o - 1, max(0, np.floor((c + 0.5) / fi))))
-                        for c, fi, o in zip(com, f, out_shape))
+    counts_in = np.bincount(inst.ravel().clip(min=0))
+    counts_out = np.bincount(out.ravel().clip(min=0), minlength=len(counts_in))
+    missing = [i for i in np.flatnonzero(counts_in[1:]) + 1 if counts_out[i] == 0]
+    if missing:
+        slices = ndimage.find_objects(inst.clip(min=0), max_label=int(max(missing)))
+        for i in missing:
+            sl = slices[i - 1]
+            com = ndimage.center_of_mass(inst[sl] == i)
+            pos = tuple(int(min(o - 1, max(0, np.floor((s.start + c + 0.5) / fi))))
+                        for s, c, fi, o in zip(sl, com, f, out_shape))
             out[pos] = int(i)
-        logger.warning(f"{case}: instance(s) {missing.tolist()} smaller than one voxel at the target "
+        logger.warning(f"{case}: instance(s) {[int(i) for i in missing]} smaller than one voxel at the target "
                        "spacing; kept as their centre voxel")
     return out, [int(i) for i in missing]

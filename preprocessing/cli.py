@@ -1,0 +1,40 @@
+"""``rud_preprocess -t TASK``: crop, normalise, resample and store every training case (thin argument layer)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from retinaunet.layout import default_task
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rud_preprocess",
+        description="Preprocess the training cases of a task as its plans.json says (crop to the non-zero "
+                    "region, normalise, resample to the target spacing) into preprocessed/<plan>/ as "
+                    "memory-mappable .npy files plus a json per case. Resumable: up-to-date cases are skipped.")
+    p.add_argument("-t", "--task", default=default_task(),
+                   help="task number (1, 001) or full name (Task001_Name); default $RUD_TASK")
+    p.add_argument("--workers", type=int, default=2,
+                   help="parallel processes, one case in memory each (0: in this process); more workers need "
+                        "more memory")
+    p.add_argument("--force", action="store_true", help="redo every case, even those that are up to date")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from preprocessing.task import preprocess_task
+
+    try:
+        report = preprocess_task(args.task, workers=args.workers, force=args.force)
+    except Exception as err:  # noqa: BLE001 - one-line error for the user
+        print(f"rud_preprocess: {err}", file=sys.stderr)
+        return 1
+    if report.failed:
+        print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
+              + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)
+        return 1
+    print(f"{len(report.done)} case(s) preprocessed, {len(report.skipped)} up to date, in {report.out_dir}")
+    return 0
