@@ -171,7 +171,7 @@ def optimise_anchors(object_sizes: np.ndarray, dim: int, iou_high: float = 0.5,
     return AnchorPlan(
         base_sizes=[round(float(v), 3) for v in b],
         z_base_sizes=[round(float(v), 3) for v in zb] if zb is not None else None,
-        coverage=float(search.w @ (iou >= iou_high - 1e-9)),
+        coverage=min(1.0, round(float(search.w @ (iou >= iou_high - 1e-9)), 6)),
         mean_iou=float(search.w @ iou),
         num_objects=int(len(sizes)),
     )

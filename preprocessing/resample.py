@@ -143,11 +143,10 @@ def resample_labels(inst: np.ndarray, spacing: Sequence[float], target_spacing: 
     index = [np.clip(np.floor((np.arange(o) + 0.5) * fi), 0, n - 1).astype(np.int64)
              for o, fi, n in zip(out_shape, f, inst.shape)]
     out = np.ascontiguousarray(inst[np.ix_(*index)], dtype=np.int32)
-    counts_in = np.bincount(inst.ravel().clip(min=0))
-    counts_out = np.bincount(out.ravel().clip(min=0), minlength=len(counts_in))
-    missing = [i for i in np.flatnonzero(counts_in[1:]) + 1 if counts_out[i] == 0]
+    slices = ndimage.find_objects(inst)  # one pass, no copies (ids must be >= 0)
+    present = ndimage.find_objects(out, max_label=len(slices))
+    missing = [i + 1 for i, sl in enumerate(slices) if sl is not None and present[i] is None]
     if missing:
-        slices = ndimage.find_objects(inst.clip(min=0), max_label=int(max(missing)))
         for i in missing:
             sl = slices[i - 1]
             com = ndimage.center_of_mass(inst[sl] == i)

@@ -1,0 +1,191 @@
+"""Planner: the rules for spacing, mode, topology, anchors, normalisation and training, on the toy tasks
+and on a task with spacing and object sizes unlike the toys; `rud_plan` end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from planning.anchors_plan import anchor_shapes, best_anchor_iou, optimise_anchors
+from planning.budget import cpu_budget, gpu_budget
+from planning.cli import main as plan_main
+from planning.fingerprint import load_or_compute_fingerprint
+from planning.memory import estimate_flops, estimate_memory
+from planning.pipeline import plan_task
+from planning.planner import choose_mode, choose_target_spacing, plan_from_fingerprint
+from planning.topology import cumulative, plan_strides
+from retinaunet.anchors import AnchorGenerator
+from retinaunet.dataset import DatasetError
+from retinaunet.plans import load_plans
+from retinaunet.toy import Toy2DConfig, Toy3DConfig, write_toy_task
+
+
+@pytest.fixture(scope="module")
+def toy2d(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    task = write_toy_task("shapes", root, config=Toy2DConfig(num_train=8, num_test=1), progress=False)
+    return task, load_or_compute_fingerprint(task)[0]
+
+
+@pytest.fixture(scope="module")
+def toy3d(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    task = write_toy_task("spheres", root, config=Toy3DConfig(num_train=8, num_test=1), progress=False)
+    return task, load_or_compute_fingerprint(task)[0]
+
+
+def write_thin_slice_task(root, num_cases: int = 6, seed: int = 0):
+    """An MRI-like 3D task unlike the toys: 5-6 mm slices, 0.5 mm pixels, small lesions, oblique direction."""
+    rng = np.random.default_rng(seed)
+    task = root / "Task201_ThinLesions"
+    (task / "raw_splitted" / "imagesTr").mkdir(parents=True)
+    (task / "raw_splitted" / "labelsTr").mkdir(parents=True)
+    (task / "dataset.json").write_text(json.dumps({"task": task.name, "dim": 3, "labels": {"0": "lesion"},
+                                                   "modalities": {"0": "T2"}, "test_labels": False}))
+    c, s = np.cos(0.3), np.sin(0.3)
+    for k in range(num_cases):
+        spacing = (float(rng.choice([5.0, 5.5, 6.0])), 0.5, 0.5)
+        shape = (12, 96, 96)
+        img = rng.normal(300, 40, shape).astype(np.int16)
+        inst = np.zeros(shape, np.int16)
+        for i in range(1, 3):
+            r_mm = rng.uniform(2.0, 6.0)
+            cz, cy, cx = rng.uniform([3, 20, 20], [9, 76, 76])
+            zz, yy, xx = np.ogrid[:12, :96, :96]
+            ball = (((zz - cz) * spacing[0]) ** 2 + ((yy - cy) * 0.5) ** 2 + ((xx - cx) * 0.5) ** 2) <= r_mm ** 2
+            ball[int(round(cz)), int(round(cy)), int(round(cx))] = True
+            inst[ball & (inst == 0)] = i
+            img[ball] += 200
+        for arr, path in ((img, task / "raw_splitted" / "imagesTr" / f"c{k:02d}_0000.nii.gz"),
+                          (inst, task / "raw_splitted" / "labelsTr" / f"c{k:02d}.nii.gz")):
+            im = sitk.GetImageFromArray(arr)
+            im.SetSpacing(spacing[::-1])
+            im.SetDirection((c, -s, 0, s, c, 0, 0, 0, 1))
+            sitk.WriteImage(im, str(path))
+        ids = [int(i) for i in np.unique(inst) if i]
+        (task / "raw_splitted" / "labelsTr" / f"c{k:02d}.json").write_text(
+            json.dumps({"instances": {str(i): 0 for i in ids}}))
+    return task
+
+
+def test_target_spacing_median_and_anisotropic_percentile():
+    iso = np.array([[1.0, 1.0, 1.0], [1.2, 0.8, 0.8], [0.8, 1.0, 1.0]])
+    assert choose_target_spacing(iso)[0] == [1.0, 1.0, 1.0]
+    aniso = np.array([[5.0, 0.5, 0.5]] * 5 + [[2.0, 0.5, 0.5]] * 5 + [[6.0, 0.6, 0.6]] * 10)
+    target, reason = choose_target_spacing(aniso)
+    assert target[0] == pytest.approx(np.percentile(aniso[:, 0], 10)) and target[0] < np.median(aniso[:, 0])
+    assert target[1:] == [0.55, 0.55] and "anisotropic" in reason
+
+
+def test_mode_rules():
+    assert choose_mode(2, [1.0, 1.0])[0] == "2d"
+    assert choose_mode(3, [2.5, 0.8, 0.8])[0] == "3d"
+    assert choose_mode(3, [5.0, 0.5, 0.5])[0] == "2dc"
+    assert choose_mode(3, [5.0, 0.5, 0.5], "3d") == ("3d", "set by --mode")
+    with pytest.raises(ValueError):
+        choose_mode(2, [1.0, 1.0], "2dc")
+
+
+def test_strides_respect_anisotropy_and_patch_divisibility():
+    strides = plan_strides([32, 128, 128], [2.5, 0.7, 0.7])
+    assert strides[0] == [1, 2, 2] and strides[1] == [2, 2, 2]  # z waits until in-plane catches up
+    assert cumulative(strides) == [8, 32, 32]
+    assert plan_strides([128, 128], [1.0, 1.0]) == [[2, 2]] * 5
+
+
+def test_plan_2d_toy_cpu_and_gpu(toy2d):
+    _, fp = toy2d
+    plans = plan_from_fingerprint(fp, budget=cpu_budget(2))
+    assert plans.mode == "2d" and plans.dim == 2 and plans.in_channels == 1 and plans.target_spacing == [1.0, 1.0]
+    assert plans.patch_size == [128, 128]  # about 3 object diameters (41 px), a multiple of the stride 32
+    assert 2 <= plans.batch_size <= 32
+    net = plans.network
+    assert net["block"] == "basic" and net["start_channels"] <= 16 and net["fpn_channels"] <= 64
+    assert estimate_flops(plans) <= cpu_budget(2).step_flops
+    assert plans.anchors["coverage"] == 1.0 and plans.matching == {"iou_low": 0.1, "iou_high": 0.5}
+    assert plans.normalization == [{"scheme": "zscore"}]
+    assert set(plans["reasons"]) >= {"target_spacing", "mode", "patch_size", "anchors", "normalization", "training"}
+    gpu = plan_from_fingerprint(fp, budget=gpu_budget(11))
+    assert gpu.network["block"] == "bottleneck" and gpu.network["blocks_per_stage"] == [3, 4, 6, 3]
+    assert gpu.network["start_channels"] == 48 and gpu.patch_size == [320, 320]  # the whole image
+    assert estimate_memory(gpu) <= gpu_budget(11).memory
+
+
+def test_plan_3d_toy(toy3d):
+    _, fp = toy3d
+    plans = plan_from_fingerprint(fp, budget=cpu_budget(3))
+    assert plans.mode == "3d" and plans.dim == 3 and plans.target_spacing == [2.5, 0.8, 0.8]
+    cum = cumulative(plans.network["strides"])
+    assert all(p % c == 0 for p, c in zip(plans.patch_size, cum))
+    assert plans.network["strides"][0] == [1, 2, 2]  # z (2.5 mm) is not pooled first
+    assert plans.patch_size[0] < plans.patch_size[1]  # fewer voxels along the coarse axis
+    assert plans.anchors["coverage"] == 1.0
+    assert all(z < b for z, b in zip(plans.anchors["z_base_sizes"], plans.anchors["base_sizes"]))
+    norm = plans.normalization[0]
+    ct = fp["intensity"][0]
+    assert norm["scheme"] == "ct" and norm["clip"] == [round(ct["p0.5"], 4), round(ct["p99.5"], 4)]
+    assert plans.matching["iou_low"] == 0.01 and plans.inference["pre_nms_top_k"] == 50000
+
+
+def test_plan_thin_slice_task_unlike_toys(tmp_path):
+    task = write_thin_slice_task(tmp_path)
+    fp, _ = load_or_compute_fingerprint(task)
+    plans = plan_from_fingerprint(fp, budget=cpu_budget(2))
+    z = [c["spacing"][0] for c in fp["cases"]]
+    assert plans.target_spacing[1:] == [0.5, 0.5] and plans.target_spacing[0] == pytest.approx(np.percentile(z, 10))
+    assert plans.mode == "2dc" and plans.dim == 2 and plans.data_dim == 3
+    assert plans.context_slices == 3 and plans.in_channels == 7 and len(plans.patch_size) == 2
+    assert plans.normalization == [{"scheme": "zscore"}]  # T2 is not CT
+    assert plans.anchors["z_base_sizes"] is None and plans.anchors["coverage"] >= 0.99
+    assert min(plans.anchors["base_sizes"]) < 12  # lesions of 4-12 mm at 0.5 mm are 8-24 px
+    assert all(p <= 96 for p in plans.patch_size)
+    three_d = plan_from_fingerprint(fp, mode="3d", budget=cpu_budget(3))
+    assert three_d.dim == 3 and three_d.network["strides"][0][0] == 1  # 5 mm axis is not pooled early
+
+
+@pytest.mark.parametrize("dim,spacing", [(2, (1.0, 1.0)), (3, (1.0, 1.0, 1.0)), (3, (2.5, 0.7, 0.7))])
+def test_anchor_coverage_from_two_voxels_to_half_the_patch(dim, spacing):
+    patch = [64, 128, 128][-dim:] if dim == 3 else [128, 128]
+    if spacing[0] > 1:
+        patch = [32, 128, 128]
+    diam = np.geomspace(2 * min(spacing), 0.5 * min(p * s for p, s in zip(patch, spacing)), 300)
+    sp = np.asarray(spacing)
+    sizes = np.maximum(1.0, np.round(diam[:, None] / sp[None]))
+    sizes[:, -2:] = np.maximum(sizes[:, -2:], 2)  # at least 2 voxels in-plane
+    plan = optimise_anchors(sizes, dim, patch_size=patch)
+    assert plan.coverage == 1.0
+    iou = best_anchor_iou(sizes, anchor_shapes(plan.base_sizes, plan.z_base_sizes))
+    assert iou.min() >= 0.5
+
+
+def test_anchor_shapes_match_anchor_generator():
+    gen = AnchorGenerator([4.0, 9.0], [1.5, 3.0], dim=3)
+    ours = anchor_shapes([4.0, 9.0], [1.5, 3.0])
+    theirs = np.concatenate([gen.cell_sizes(level).numpy() for level in range(2)])
+    assert np.allclose(np.sort(ours, axis=0), np.sort(theirs, axis=0))
+
+
+def test_rud_plan_cli_rerun_overrides_and_bad_dataset(toy2d, tmp_path, monkeypatch, capsys):
+    task = shutil.copytree(toy2d[0], tmp_path / toy2d[0].name)
+    monkeypatch.setenv("RUD_DATA", str(tmp_path))
+    assert plan_main(["-t", task.name, "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "patch size" in out and "anchors" in out
+    plans_file = task / "plans.json"
+    before = plans_file.stat().st_mtime_ns
+    plans, written = plan_task(task)
+    assert not written and plans_file.stat().st_mtime_ns == before  # nothing changed, nothing rewritten
+    assert plan_main(["-t", task.name, "--override", "training.epochs=3", "--override", "batch_size=4"]) == 0
+    plans = load_plans(plans_file)
+    assert plans.training["epochs"] == 3 and plans.batch_size == 4
+    assert plans["reasons"]["training.epochs"] == "set by --override"
+    assert plan_main(["-t", task.name, "--override", "patch_size=[100,100]"]) == 1  # not a stride multiple
+    assert "divisible" in capsys.readouterr().err
+    (task / "raw_splitted" / "labelsTr" / "case_0000.json").write_text('{"instances": {}}')
+    with pytest.raises(DatasetError, match="case_0000.json"):
+        plan_task(task)
+    assert plan_main(["-t", task.name]) == 1
