@@ -101,7 +101,7 @@ def _median_shape(fp: Mapping[str, Any], ts: Sequence[float]) -> np.ndarray:
     return np.median(np.asarray(shapes), axis=0)
 
 
-def _training(budget: Budget, flops: float, num_cases: int) -> tuple[dict[str, Any], str]:
+def _training(budget: Budget, flops: float) -> tuple[dict[str, Any], str]:
     base = {"learning_rate": 1e-4, "weight_decay": 1e-5, "optimizer": "adam", "foreground_fraction": 0.5,
             "seg_loss_weight": 1.0, "val_interval": 1, "keep_best": 5, "hard_negative_pool": 20}
     cpus = os.cpu_count() or 1
@@ -163,7 +163,7 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
                           f"objects at target spacing: coverage {anchor.coverage:.1%} reach IoU >= {high}, "
                           f"mean best IoU {anchor.mean_iou:.2f}")
     normalization, reasons["normalization"] = plan_normalization(fp)
-    training, reasons["training"] = _training(budget, pp.flops, int(fp["num_cases"]))
+    training, reasons["training"] = _training(budget, pp.flops)
     max_objects = int(fp["objects_per_case"]["max"])
     default_det = 30 if dim == 3 else 10
     reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "

@@ -8,6 +8,7 @@ gives the box centre as a SimpleITK physical point and its size in mm.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +18,10 @@ from preprocessing.crop import crop_to_box, nonzero_box
 from preprocessing.normalize import normalize_channel
 from preprocessing.resample import resample_array, resample_labels, resampled_shape, scale_factors
 from retinaunet.boxes import boxes_from_instance_map
-from retinaunet.io import Geometry
+from retinaunet.io import Geometry, read_case
 
-__all__ = ["preprocess_case", "box_to_original", "box_to_preprocessed", "box_to_world", "original_geometry"]
+__all__ = ["preprocess_case", "preprocess_image_files", "box_to_original", "box_to_preprocessed", "box_to_world",
+           "original_geometry"]
 
 
 def preprocess_case(images: np.ndarray, geometry: Geometry, plans: Mapping[str, Any],
@@ -72,6 +74,14 @@ def preprocess_case(images: np.ndarray, geometry: Geometry, plans: Mapping[str, 
         "restored_instances": restored,
     }
     return data, seg, props
+
+
+def preprocess_image_files(files: Sequence[str | os.PathLike], plans: Mapping[str, Any], case: str = ""
+                           ) -> tuple[np.ndarray, dict[str, Any]]:
+    """A new image (one file per modality, in order) preprocessed for prediction: (data [C, *S'], props)."""
+    images, geometry = read_case(files)
+    data, _, props = preprocess_case(images, geometry, plans, case=case)
+    return data, props
 
 
 def _factors(props: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:

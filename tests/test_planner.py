@@ -175,10 +175,13 @@ def test_rud_plan_cli_rerun_overrides_and_bad_dataset(toy2d, tmp_path, monkeypat
     assert plan_main(["-t", task.name, "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "patch size" in out and "anchors" in out
-    plans_file = task / "plans.json"
-    before = plans_file.stat().st_mtime_ns
+    plans_file, fp_file = task / "plans.json", task / "fingerprint.json"
+    before = plans_file.stat().st_mtime_ns, fp_file.stat().st_mtime_ns
     plans, written = plan_task(task)
-    assert not written and plans_file.stat().st_mtime_ns == before  # nothing changed, nothing rewritten
+    assert not written  # nothing changed, nothing rewritten
+    assert (plans_file.stat().st_mtime_ns, fp_file.stat().st_mtime_ns) == before
+    assert plan_main(["-t", task.name, "--mode", "2dc"]) == 1  # 2D images have no neighbouring slices
+    assert "needs 3D images" in capsys.readouterr().err
     assert plan_main(["-t", task.name, "--override", "training.epochs=3", "--override", "batch_size=4"]) == 0
     plans = load_plans(plans_file)
     assert plans.training["epochs"] == 3 and plans.batch_size == 4

@@ -163,3 +163,32 @@ def test_failing_case_is_named_and_others_go_on(toy_task, monkeypatch, capsys):
     out = toy_task / "preprocessed" / "3d"
     assert not (out / "case_0001.json").exists()
     assert all((out / f"case_{i:04d}.json").exists() for i in (0, 2, 3))
+
+
+def test_plan_and_preprocess_end_to_end_2d_toy_and_thin_slices(tmp_path, monkeypatch):
+    from planning.cli import main as plan_main
+    from retinaunet.toy import Toy2DConfig
+    from tests.test_planner import write_thin_slice_task
+
+    monkeypatch.setenv("RUD_DATA", str(tmp_path))
+    toy = write_toy_task("shapes", tmp_path, config=Toy2DConfig(num_train=3, num_test=1), progress=False)
+    thin = write_thin_slice_task(tmp_path, num_cases=3)
+    for task, plan_name, data_dims in ((toy, "2d", 2), (thin, "2dc", 3)):
+        assert plan_main(["-t", task.name, "--workers", "0"]) == 0
+        assert preprocess_main(["-t", task.name, "--workers", "0"]) == 0
+        out = task / "preprocessed" / plan_name
+        metas = sorted(out.glob("*.json"))
+        assert len(metas) == 3
+        meta = json.loads(metas[0].read_text())
+        data = np.load(out / f"{meta['case']}.npy", mmap_mode="r")
+        assert data.ndim == data_dims + 1 and abs(float(np.mean(data))) < 0.2  # z-scored per case
+        assert len(meta["boxes"]) >= 1 and all(len(b) == 2 * data_dims for b in meta["boxes"].values())
+    # a new image of the thin-slice task through the same code, as rud_predict uses it
+    from preprocessing.preprocess import preprocess_image_files
+    from retinaunet.plans import load_plans
+
+    plans = load_plans(thin / "plans.json")
+    data, props = preprocess_image_files([thin / "raw_splitted" / "imagesTr" / "c00_0000.nii.gz"], plans, "c00")
+    stored = np.load(thin / "preprocessed" / "2dc" / "c00.npy")
+    meta = json.loads((thin / "preprocessed" / "2dc" / "c00.json").read_text())
+    assert np.allclose(data, stored) and props["crop"] == meta["crop"] and props["shape"] == meta["shape"]
