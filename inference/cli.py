@@ -99,10 +99,10 @@ def check_case_files(case: str, files: Sequence[Path], plans: Plans) -> None:
             raise InputError(f"{f}: {diff} of modality 0; resample it onto modality 0's grid")
 
 
-def _preprocess(images, geometry, plans):
-    from preprocessing import preprocess_case  # the preprocessing room owns this step
+def _preprocess(images, geometry, plans, case):
+    from preprocessing.preprocess import preprocess_case  # the preprocessing room owns this step
 
-    return preprocess_case(images, geometry, plans)
+    return preprocess_case(images, geometry, plans, case=case)
 
 
 def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
@@ -142,7 +142,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     written = []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
         images, geometry = read_case(cases[name])
-        data, _, props = _preprocess(images, geometry, plans)
+        data, _, props = _preprocess(images, geometry, plans, name)
         del images
         props = {**props, "case": name}
         pred = predictor.predict_case(data, name=name)

@@ -39,7 +39,8 @@ CSV_NAME = "predictions.csv"
 
 
 def _box_to_original(box: np.ndarray, props: dict[str, Any]) -> np.ndarray:
-    from preprocessing import box_to_original  # the preprocessing room owns the inverse mapping
+    """``[..., 2*dim]`` preprocessed -> original index coordinates."""
+    from preprocessing.preprocess import box_to_original  # the preprocessing room owns the inverse mapping
 
     return np.asarray(box_to_original(box, props), dtype=np.float64)
 
@@ -48,7 +49,7 @@ def boxes_to_original(boxes: np.ndarray, props: dict[str, Any]) -> np.ndarray:
     """Boxes ``[K, 2*dim]`` of the preprocessed grid -> original index space, clipped to the image."""
     dim = len(props["original"]["shape"])
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * dim)
-    out = np.stack([_box_to_original(b, props) for b in boxes]) if len(boxes) else np.zeros((0, 2 * dim))
+    out = _box_to_original(boxes, props).reshape(-1, 2 * dim)
     shape = np.asarray(props["original"]["shape"], dtype=np.float64)
     return np.clip(out, 0, np.concatenate([shape, shape]))
 

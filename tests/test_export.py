@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import inference.export as export_module
 from inference.export import box_mask, box_world, export_case, seg_to_original, write_run_csv
 from inference.predictor import CasePrediction
+from preprocessing.preprocess import preprocess_case
 from retinaunet.io import Geometry
+from retinaunet.plans import make_test_plans
 
 
 def rotation(a, b):
@@ -34,19 +35,8 @@ def sitk_image(shape=SHAPE, spacing=SPACING, origin=ORIGIN, direction=DIRECTION)
     return image
 
 
-def contract_box_to_original(box, props):
-    """The preprocessing convention (preprocessing/resample.py): a resampled edge e is the original edge
-    e * f (f = target / original spacing), then shifted by the crop start."""
-    f = np.asarray(props["spacing"], float) / np.asarray(props["original"]["spacing"], float)
-    lo = np.asarray([c[0] for c in props["crop"]], float)
-    box = np.asarray(box, float)
-    d = len(f)
-    return np.concatenate([box[:d] * f + lo, box[d:] * f + lo])
-
-
 @pytest.fixture
-def props(monkeypatch):
-    monkeypatch.setattr(export_module, "_box_to_original", contract_box_to_original)
+def props():
     crop = [[2, 18], [3, 27], [4, 40]]
     target = (5.0, 1.4, 0.9)  # z and y downsampled by 2, x unchanged
     shape = [8, 12, 36]
@@ -134,3 +124,27 @@ def test_run_csv_lists_every_box(tmp_path, props):
     assert [r["case"] for r in rows] == ["a", "b", "b"]
     assert {"center_x_mm", "center_y_mm", "center_z_mm", "size_z_mm", "z0", "x1"} <= set(rows[0])
     assert float(rows[0]["size_z_mm"]) == pytest.approx(2 * 2 * 2.5)
+
+
+def test_round_trip_through_preprocessing(tmp_path):
+    """A real image (rotated, anisotropic, zero border that is cropped) preprocessed to another spacing:
+    the preprocessed box of an object, exported, lands on the object's original voxels."""
+    image = np.zeros(SHAPE, dtype=np.float32)
+    image[2:18, 3:27, 4:40] = 1.0  # the non-zero region: crop [2, 18) x [3, 27) x [4, 40)
+    inst = np.zeros(SHAPE, dtype=np.int32)
+    inst[6:10, 9:15, 10:17] = 1
+    image[inst > 0] = 5.0
+    geometry = Geometry.from_image(sitk_image())
+    plans = make_test_plans(dim=3)
+    plans["target_spacing"] = [5.0, 1.4, 0.9]
+    data, seg, props = preprocess_case(image[None], geometry, plans, inst, {1: 0}, case="rt")
+    pre_box = np.asarray(props["boxes"]["1"], dtype=float)
+    pred = CasePrediction(pre_box[None], np.array([0.9]), np.array([0]), (seg > 0).astype(np.uint8))
+    doc = json.loads(export_case(pred, props, tmp_path, save_seg=True, save_boxes=True).read_text())
+    np.testing.assert_allclose(doc["boxes"][0]["box"], [6, 9, 10, 10, 15, 17])
+    expected_centre = sitk_image().TransformContinuousIndexToPhysicalPoint((13.0, 11.5, 7.5))  # x, y, z index
+    np.testing.assert_allclose(doc["boxes"][0]["center_world"], expected_centre, atol=1e-6)
+    boxes_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "rt_boxes.nii.gz")))
+    np.testing.assert_array_equal(boxes_mask == 1, inst == 1)
+    seg_orig = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "rt_seg.nii.gz")))
+    np.testing.assert_array_equal(seg_orig == 1, inst == 1)
