@@ -82,23 +82,28 @@ def _disk(shape: Sequence[int], center: Sequence[float], radius: float) -> np.nd
 
 
 def _place(rng: np.random.Generator, shape: Sequence[float], radii: Sequence[float], margin: float,
-           scale: Sequence[float] | None = None, tries: int = 200) -> list[np.ndarray]:
-    """Centres (in voxels) for objects of the given radii (in the units of ``scale``) that do not touch."""
+           scale: Sequence[float] | None = None, tries: int = 200, strict: bool = True) -> list[np.ndarray | None]:
+    """Centres for objects of the given radii (in the units of ``scale``) that do not touch.
+
+    With ``strict=False`` an object that finds no room gets ``None`` instead of failing the image.
+    """
     scale = np.ones(len(shape)) if scale is None else np.asarray(scale, dtype=float)
-    centers: list[np.ndarray] = []
-    placed_r: list[float] = []
+    centers: list[np.ndarray | None] = []
+    placed: list[tuple[np.ndarray, float]] = []
     for r in radii:
         lo = (r + margin) / scale
         hi = np.asarray(shape, dtype=float) - lo
-        for _ in range(tries):
+        for _ in range(tries if np.all(hi >= lo) else 0):
             c = rng.uniform(lo, hi)
-            if all(np.linalg.norm((c - o) * scale) > r + ro + margin for o, ro in zip(centers, placed_r)):
+            if all(np.linalg.norm((c - o) * scale) > r + ro + margin for o, ro in placed):
                 centers.append(c)
-                placed_r.append(r)
+                placed.append((c, r))
                 break
         else:
-            raise ValueError(f"cannot place {len(radii)} objects of radius {max(radii)} in an image of {shape}; "
-                             "use fewer objects or a larger image")
+            if strict:
+                raise ValueError(f"cannot place {len(radii)} objects of radius {max(radii)} in an image of "
+                                 f"{shape}; use fewer objects or a larger image")
+            centers.append(None)
     return centers
 
 
@@ -137,12 +142,14 @@ def make_toy_3d(cfg: Toy3DConfig, split: str, index: int
     classes = rng.integers(0, 2, size=n)
     spacing = np.asarray(cfg.spacing)
     extent_mm = np.asarray(shape) * spacing
-    centers_mm = _place(rng, extent_mm, radii, margin=2.0)
+    centers_mm = _place(rng, extent_mm, radii, margin=2.0, strict=False)
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     image = np.full(shape, cfg.background, dtype=np.float32)
     inst = np.zeros(shape, dtype=np.int16)
     instances: dict[int, int] = {}
     for i, (c, r, cmm) in enumerate(zip(classes, radii, centers_mm), start=1):
+        if cmm is None:
+            continue
         dist = np.sqrt(sum(((g + 0.5) * s - cc) ** 2 for g, s, cc in zip(grids, spacing, cmm)))
         body = dist <= r
         if c == 1:

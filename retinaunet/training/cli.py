@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (expert; slow first step)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and patch sampling")
     p.add_argument("--no-test", action="store_true", help="skip predicting the fold's test cases at the end")
-    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change plan entries for this run, e.g. training.learning_rate=3e-4 (changes results)")
     return p
 
