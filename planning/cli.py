@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "budget (small network, a training step of about a second) without one")
     p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="set one plans entry after planning, dotted key and JSON value, e.g. "
-                        "training.epochs=20 or patch_size=[96,96]; several may follow one --override. Changes results: use with care")
+                        "training.epochs=20 or patch_size=[96,96]; several may follow one --override. "
+                        "Changes results: use with care")
     p.add_argument("--workers", type=int, default=2, help="processes for the fingerprint (0: in this process)")
     p.add_argument("--force", action="store_true", help="recompute the fingerprint even if the raw data is unchanged")
     return p
