@@ -9,7 +9,7 @@ views at a box is members x mirrorings x the mean number of tiles covering the b
 For 2d and 2dc plans on 3D data the slices are predicted one by one (2dc: the slice +- context slices
 as channels), consolidated per slice, and merged into 3D boxes by :mod:`inference.merge`.
 
-The segmentation output is averaged over views on the device and summed tile by tile into one
+The segmentation output is averaged over views on the device (in place) and summed tile by tile into one
 ``[num_classes + 1, *S]`` array on the CPU (float32, or float16 to halve it); only its argmax is kept.
 """
 
@@ -152,15 +152,15 @@ class Predictor:
         per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
         raw = _RawViews()
         cache: tuple[int | None, np.ndarray] | None = None
+        buffer = np.zeros((self.batch_size, self.plans.in_channels, *self.patch_size), dtype=np.float32)
         bar = tqdm(total=len(jobs), desc=name or "tiles", unit="tile", disable=not self.progress, leave=False)
         for b0 in range(0, len(jobs), self.batch_size):
             batch = jobs[b0: b0 + self.batch_size]
-            tiles = []
-            for item, t in batch:
+            for b, (item, t) in enumerate(batch):
                 if cache is None or cache[0] != item:
                     cache = (item, self._item_image(data, item))
-                tiles.append(extract_tile(cache[1], starts[t], self.patch_size))
-            dets, seg = self._forward(torch.from_numpy(np.stack(tiles)).to(self.device))
+                extract_tile(cache[1], starts[t], self.patch_size, out=buffer[b])
+            dets, seg = self._forward(torch.from_numpy(buffer[: len(batch)]).to(self.device))
             for b, (item, t) in enumerate(batch):
                 boxes, scores, labels, views = dets[b]
                 boxes = boxes + np.concatenate([starts[t], starts[t]])
@@ -233,9 +233,9 @@ class Predictor:
                     lists[3].append(torch.full_like(det.labels[b], view, dtype=torch.long))
                 if self.keep_seg and det.seg is not None:
                     seg = torch.flip(det.seg, dims) if axes else det.seg
-                    seg_sum = seg.float() if seg_sum is None else seg_sum + seg
+                    seg_sum = seg.float() if seg_sum is None else seg_sum.add_(seg)
         out = [tuple(torch.cat(part).cpu().numpy() for part in lists) for lists in per_image]
-        seg_mean = None if seg_sum is None else (seg_sum / self.num_views).cpu().numpy()
+        seg_mean = None if seg_sum is None else seg_sum.div_(self.num_views).cpu().numpy()
         return out, seg_mean
 
     def _consolidate(self, raw: _RawViews, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

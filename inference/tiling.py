@@ -115,9 +115,15 @@ def tile_slices(start: Sequence[int], patch_size: Sequence[int], shape: Sequence
     return tuple(src), tuple(dst)
 
 
-def extract_tile(image: np.ndarray, start: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
-    """Cut one tile ``float32[C, *P]`` from ``image: [C, *S]``, zero outside the image."""
-    tile = np.zeros((image.shape[0], *patch_size), dtype=np.float32)
+def extract_tile(image: np.ndarray, start: Sequence[int], patch_size: Sequence[int],
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Cut one tile ``float32[C, *P]`` from ``image: [C, *S]``, zero outside the image (into ``out`` if given,
+    so a batch buffer can be reused tile after tile)."""
+    if out is None:
+        tile = np.zeros((image.shape[0], *patch_size), dtype=np.float32)
+    else:
+        tile = out
+        tile.fill(0)
     src, dst = tile_slices(start, patch_size, image.shape[1:])
     tile[(slice(None), *dst)] = image[(slice(None), *src)]
     return tile
