@@ -202,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
         shard = parse_shard(args.shard)
         model_dir = resolve_model_dir(args.task, args.model, args.plan)
         predict_folder(model_dir, args.input, args.output, args.folds, mirror=not args.no_tta, shard=shard,
