@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from retinaunet.boxes import batched_nms_np, box_iou_np
+from retinaunet.boxes.iou import intersection_nb
 
 __all__ = [
     "consolidate",
@@ -227,13 +228,7 @@ def _wbc_sorted(boxes, scores, labels, views, pcf, expected, num_views, iou_thre
             while pos < last:
                 candidate = pos
                 pos = _next_alive(skip, pos + 1)
-                inter = 1.0
-                for k in range(dim):
-                    extent = min(boxes[i, dim + k], swept[candidate, dim + k]) - max(boxes[i, k], swept[candidate, k])
-                    if extent <= 0.0:
-                        inter = 0.0
-                        break
-                    inter *= extent
+                inter = intersection_nb(boxes, i, swept, candidate, dim)
                 if inter <= 0.0:
                     continue
                 iou = inter / (vol[i] + swept_vol[candidate] - inter)

@@ -60,6 +60,18 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def intersection_nb(a: np.ndarray, i: int, b: np.ndarray, j: int, dim: int) -> float:
+    """Overlap volume of box ``a[i]`` and box ``b[j]`` (numba; 0 when they do not overlap)."""
+    inter = 1.0
+    for k in range(dim):
+        extent = min(a[i, dim + k], b[j, dim + k]) - max(a[i, k], b[j, k])
+        if extent <= 0.0:
+            return 0.0
+        inter *= extent
+    return inter
+
+
 @numba.njit(cache=True, nogil=True)
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n, m = a.shape[0], b.shape[0]
@@ -75,13 +87,7 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.zeros((n, m))
     for i in range(n):
         for j in range(m):
-            inter = 1.0
-            for k in range(dim):
-                extent = min(a[i, dim + k], b[j, dim + k]) - max(a[i, k], b[j, k])
-                if extent <= 0.0:
-                    inter = 0.0
-                    break
-                inter *= extent
+            inter = intersection_nb(a, i, b, j, dim)
             if inter > 0.0:
                 out[i, j] = inter / (vol_a[i] + vol_b[j] - inter)
     return out

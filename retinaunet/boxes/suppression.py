@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from retinaunet.boxes.iou import box_iou
+from retinaunet.boxes.iou import box_iou, intersection_nb
 
 __all__ = ["nms", "batched_nms", "nms_np", "batched_nms_np"]
 
@@ -128,13 +128,7 @@ def _nms_sorted(boxes: np.ndarray, groups: np.ndarray, thr: float, use_groups: b
         for j in range(i + 1, n):
             if suppressed[j] or (use_groups and groups[j] != groups[i]):
                 continue
-            inter = 1.0
-            for k in range(dim):
-                extent = min(boxes[i, dim + k], boxes[j, dim + k]) - max(boxes[i, k], boxes[j, k])
-                if extent <= 0.0:
-                    inter = 0.0
-                    break
-                inter *= extent
+            inter = intersection_nb(boxes, i, boxes, j, dim)
             union = vol[i] + vol[j] - inter
             iou = inter / union if union > 0.0 else 0.0
             if iou > thr:
