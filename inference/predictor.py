@@ -131,7 +131,7 @@ class Predictor:
         self.keep_seg = keep_seg
         self.seg_dtype = np.dtype(seg_dtype)
         self.progress = progress
-        self.patch_size = tuple(self.plans.patch_size)
+        self.patch_size = tuple(int(p) for p in (inference.get("patch_size") or self.plans.patch_size))
 
     @property
     def num_views(self) -> int:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
-from planning.budget import CPU_FLOPS, Budget, default_budget
-from planning.topology import fit_patch_and_batch
+from planning.budget import Budget, default_budget
+from planning.topology import cumulative, fit_patch_and_batch
 from retinaunet.plans import Plans
 
 __all__ = ["plan_from_fingerprint", "choose_target_spacing", "choose_mode", "plan_normalization",
@@ -34,6 +34,10 @@ STRONG_ANISOTROPY = 4.0
 CONTEXT_SLICES = 3
 PATCH_CONTEXT = 3.0  # CPU patch: this many times the large (95th percentile) objects, per axis
 CPU_TRAIN_SECONDS = 300.0
+# training-step throughput with both cores of a 2-core machine, used for the training length (measured:
+# the 2D toy's 128x128 x 8 step, 23.8 GFLOP by planning.memory, in 0.27 s -> about 88 GFLOP/s)
+CPU_TRAIN_FLOPS = 80e9
+INFER_TILE_FACTOR = 16  # CPU: predict the whole median image in one tile when it is at most this x the patch
 GPU_EPOCHS, GPU_BATCHES = 100, 200
 
 
@@ -109,13 +113,28 @@ def _training(budget: Budget, flops: float) -> tuple[dict[str, Any], str]:
         return ({"epochs": GPU_EPOCHS, "batches_per_epoch": GPU_BATCHES, **base, "num_workers": min(8, cpus - 1)},
                 f"GPU: {GPU_EPOCHS} epochs x {GPU_BATCHES} batches (the paper code's schedule); Adam, lr 1e-4 "
                 "(paper); half the patches centred on an object")
-    step = flops / CPU_FLOPS
+    step = flops / CPU_TRAIN_FLOPS
     steps = max(50, int(CPU_TRAIN_SECONDS / max(step, 1e-3)))
     epochs = 10 if steps >= 200 else 5
     per_epoch = int(math.ceil(steps / epochs))
     return ({"epochs": epochs, "batches_per_epoch": per_epoch, **base, "num_workers": max(0, min(2, cpus - 2))},
             f"CPU: about {CPU_TRAIN_SECONDS / 60:.0f} minutes of training at an estimated {step:.2f} s per step "
             f"-> {epochs} x {per_epoch} batches; Adam, lr 1e-4 (paper); half the patches centred on an object")
+
+
+def _inference_patch(budget: Budget, patch: Sequence[int], median: Sequence[int], stride: Sequence[int]
+                     ) -> tuple[list[int], str]:
+    """Tile size for prediction: the training patch, or on a CPU the whole median image when it is small.
+
+    The networks are fully convolutional, and a forward pass without backward needs far less memory than a
+    training step, so one large tile replaces many overlapping ones (fewer tile x view passes).
+    """
+    whole = [int(math.ceil(m / s)) * s for m, s in zip(median, stride)]
+    if budget.kind == "cpu" and np.prod(whole) > np.prod(patch) and np.prod(whole) <= INFER_TILE_FACTOR * np.prod(
+            patch):
+        return whole, (f"CPU: the whole median image {list(median)} in one tile (made a multiple of the stride): "
+                       "the network is fully convolutional and inference keeps no activations for backward")
+    return list(patch), "the training patch, tiled with overlap"
 
 
 def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget: Budget | None = None,
@@ -164,6 +183,8 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
                           f"mean best IoU {anchor.mean_iou:.2f}")
     normalization, reasons["normalization"] = plan_normalization(fp)
     training, reasons["training"] = _training(budget, pp.flops)
+    infer_patch, reasons["inference_patch"] = _inference_patch(budget, pp.patch_size, net_median,
+                                                               cumulative(pp.strides))
     max_objects = int(fp["objects_per_case"]["max"])
     default_det = 30 if dim == 3 else 10
     reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "
@@ -181,7 +202,7 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
         "normalization": normalization, "training": training,
         "inference": {"pre_nms_top_k": 50000 if dim == 3 else 10000, "nms_iou": 0.1,
                       "max_detections": max(default_det, 2 * max_objects), "min_score": 0.1, "tile_overlap": 0.5,
-                      "mirror_axes": list(range(dim)), "wbc_iou": 1e-5},
+                      "mirror_axes": list(range(dim)), "wbc_iou": 1e-5, "patch_size": infer_patch},
         "reasons": reasons,
     }
     return Plans(plans).validate()

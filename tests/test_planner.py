@@ -192,3 +192,14 @@ def test_rud_plan_cli_rerun_overrides_and_bad_dataset(toy2d, tmp_path, monkeypat
     with pytest.raises(DatasetError, match="case_0000.json"):
         plan_task(task)
     assert plan_main(["-t", task.name]) == 1
+
+
+def test_inference_tile_whole_image_on_cpu_training_patch_on_gpu(toy2d):
+    _, fp = toy2d
+    cpu = plan_from_fingerprint(fp, budget=cpu_budget(2))
+    assert cpu.patch_size[0] < 320 and cpu.inference["patch_size"] == [320, 320]
+    assert "whole median image" in cpu["reasons"]["inference_patch"]
+    gpu = plan_from_fingerprint(fp, budget=gpu_budget(11))
+    assert gpu.inference["patch_size"] == gpu.patch_size
+    stride = cumulative(cpu.network["strides"])
+    assert all(p % s == 0 for p, s in zip(cpu.inference["patch_size"], stride))
