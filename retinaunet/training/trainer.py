@@ -144,7 +144,8 @@ class Trainer:
             new = {k: v for k, v in self.plans.items() if k not in ("training", "reasons")}
             if old != new:
                 raise TrainingError(f"{existing} holds other plans than {self.paths.plans}: the task was planned "
-                                    "again; move the old model folder away or train under another --model name")
+                                    "again (or --override changed the network); move that model folder away to "
+                                    "train with the new plans, or rerun rud_plan as before to continue the old ones")
         save_plans(self.plans, existing)
         shutil.copyfile(self.paths.dataset_file, self.model_dir / self.paths.dataset_file.name)
 
