@@ -288,7 +288,6 @@ class Trainer:
         from inference.export import export_case, write_run_csv
         from inference.models import load_models
         from inference.predictor import Predictor
-
         from retinaunet.evaluation.evaluate import evaluate_cases, write_results
         from retinaunet.evaluation.io import load_ground_truth, load_predictions
 
