@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from inference.predictor import CasePrediction, Predictor
-from retinaunet.io import Geometry, read_json, write_image, write_json
+from retinaunet.io import Geometry, atomic_path, read_json, write_image, write_json
 
 __all__ = ["boxes_to_original", "box_mask", "box_world", "export_case", "output_files", "predict_preprocessed",
            "read_predictions", "seg_to_original", "write_run_csv"]
@@ -194,7 +194,6 @@ def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
                              *[f"{v:.3f}" for v in b["center_world"]], *[f"{v:.3f}" for v in b["size_mm"]],
                              *[f"{v:.3f}" for v in b["box"]]])
     path = out_dir / name
-    tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
     return path

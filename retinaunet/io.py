@@ -7,10 +7,10 @@ spacing in that same array order, while ``origin`` and ``direction`` stay in Sim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,18 +178,31 @@ def strip_image_suffix(name: str) -> str:
     return name.split(".")[0]
 
 
-def write_image(array: np.ndarray, geometry: Geometry | None, path: str | os.PathLike) -> Path:
-    """Write an array with the given geometry (atomically: temporary name, then rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) that is renamed onto ``path`` when the block succeeds.
+
+    An interrupted write never leaves a half file that a rerun would trust; a failed one leaves nothing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_image(array: np.ndarray, geometry: Geometry | None, path: str | os.PathLike) -> Path:
+    """Write an array with the given geometry (atomically: temporary name, then rename)."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     if geometry is not None:
         geometry.apply_to(image)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    sitk.WriteImage(image, str(tmp), True)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), True)
+    return Path(path)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -214,25 +227,14 @@ def _to_jsonable(obj: Any) -> Any:
 
 def write_json(obj: Any, path: str | os.PathLike, indent: int | None = 2) -> Path:
     """Write JSON atomically, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=indent, default=_to_jsonable)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=indent, default=_to_jsonable)
+        fh.write("\n")
+    return Path(path)
 
 
 def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
     """``np.save`` atomically (memory-mappable ``.npy``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+    return Path(path)

@@ -10,18 +10,17 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from retinaunet.io import atomic_path
+
 __all__ = ["plot_froc", "plot_pr_curves"]
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     """Render and write atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    return Path(path)
 
 
 def plot_pr_curves(

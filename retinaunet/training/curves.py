@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from retinaunet.io import atomic_path
+
 
 def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> Path:
     """``history``: one dict per epoch with ``epoch``, ``losses`` ({term: mean}) and ``val_ap`` (or None)."""
@@ -30,8 +32,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
     ax_ap.set(xlabel="epoch", ylabel="mAP @ IoU 0.1", ylim=(0, 1.02), title="validation")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
