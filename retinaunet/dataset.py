@@ -186,7 +186,7 @@ def _check_case(case: Case, info: DatasetInfo, need_label: bool) -> list[str]:
     reference = None
     for f in case.images:
         try:
-            geom, _ = read_header(f)
+            geom, pixel = read_header(f)
         except ReadError as err:
             problems.append(str(err))
             continue
@@ -197,8 +197,10 @@ def _check_case(case: Case, info: DatasetInfo, need_label: bool) -> list[str]:
             reference = geom
         elif (diff := reference.same_as(geom)) is not None:
             problems.append(f"{f}: {diff} of modality 0; resample it onto modality 0's grid")
+        if "float" not in pixel:  # integer voxels cannot be NaN: the header is enough
+            continue
         array, _ = read_image(f)
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        if not np.isfinite(array).all():
             bad = int((~np.isfinite(array)).sum())
             problems.append(f"{f}: {bad} NaN/inf voxels; replace them (e.g. with the background value)")
         del array
