@@ -61,11 +61,13 @@ def summary_table(plans: Plans) -> str:
         ("network", f"{net['block']} {net['blocks_per_stage']} start {net['start_channels']} "
                     f"fpn {net['fpn_channels']} head {net['head_channels']}", "network"),
         ("strides", _fmt(net["strides"]), "network"),
+        ("norm layers", str(net.get("norm", "instance")), "norm"),
         ("anchors", f"{_fmt(plans.anchors['base_sizes'])}"
                     + (f" z {_fmt(plans.anchors['z_base_sizes'])}" if plans.anchors.get("z_base_sizes") else "")
                     + f" coverage {plans.anchors['coverage']:.1%}", "anchors"),
         ("normalisation", ", ".join(n["scheme"] for n in plans.normalization), "normalization"),
         ("training", f"{plans.training['epochs']} x {plans.training['batches_per_epoch']} batches", "training"),
+        ("inference tile", _fmt(plans.inference.get("patch_size", plans.patch_size)), "inference_patch"),
         ("budget", "", "budget"),
     ]
     reasons = plans.get("reasons", {})

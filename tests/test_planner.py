@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from planning.anchors_plan import anchor_shapes, best_anchor_iou, optimise_anchors
 from planning.budget import cpu_budget, gpu_budget
@@ -19,7 +20,9 @@ from planning.pipeline import plan_task
 from planning.planner import choose_mode, choose_target_spacing, plan_from_fingerprint
 from planning.topology import cumulative, plan_strides
 from retinaunet.anchors import AnchorGenerator
+from retinaunet.boxes import box_iou
 from retinaunet.dataset import DatasetError
+from retinaunet.models import build_model
 from retinaunet.plans import load_plans
 from retinaunet.toy import Toy2DConfig, Toy3DConfig, write_toy_task
 
@@ -101,18 +104,43 @@ def test_plan_2d_toy_cpu_and_gpu(toy2d):
     _, fp = toy2d
     plans = plan_from_fingerprint(fp, budget=cpu_budget(2))
     assert plans.mode == "2d" and plans.dim == 2 and plans.in_channels == 1 and plans.target_spacing == [1.0, 1.0]
-    assert plans.patch_size == [128, 128]  # about 3 object diameters (41 px), a multiple of the stride 32
+    assert plans.patch_size == [64, 64]  # about 1.5 object diameters (41 px), a multiple of the stride
     assert 2 <= plans.batch_size <= 32
     net = plans.network
     assert net["block"] == "basic" and net["start_channels"] <= 16 and net["fpn_channels"] <= 64
     assert estimate_flops(plans) <= cpu_budget(2).step_flops
-    assert plans.anchors["coverage"] == 1.0 and plans.matching == {"iou_low": 0.1, "iou_high": 0.5}
+    assert plans.anchors["coverage"] == 1.0 and plans.matching == {"iou_low": 0.4, "iou_high": 0.5}
     assert plans.normalization == [{"scheme": "zscore"}]
+    assert plans.training["learning_rate"] == 1e-3  # the short CPU schedule
+    # batch norm, so whole images can be predicted in one pass
+    assert plans.network["norm"] == "batch" and plans.inference["patch_size"] == [320, 320]
     assert set(plans["reasons"]) >= {"target_spacing", "mode", "patch_size", "anchors", "normalization", "training"}
     gpu = plan_from_fingerprint(fp, budget=gpu_budget(11))
     assert gpu.network["block"] == "bottleneck" and gpu.network["blocks_per_stage"] == [3, 4, 6, 3]
     assert gpu.network["start_channels"] == 48 and gpu.patch_size == [320, 320]  # the whole image
+    assert gpu.training["learning_rate"] == 1e-4  # the paper's, for the long GPU schedule
+    assert gpu.network["norm"] == "instance" and gpu.inference["patch_size"] == gpu.patch_size
     assert estimate_memory(gpu) <= gpu_budget(11).memory
+
+
+def test_planned_matching_trains_finer_anchors_inside_objects_as_negatives(toy2d):
+    """With the paper's 2D threshold (0.1) the P2 anchors inside a toy object (IoU about 0.25 with it) were
+    ignored, never trained, and at test time fired with half-size boxes; the planned matching makes every
+    anchor either positive or negative except the narrow 0.4-0.5 band."""
+    plans = plan_from_fingerprint(toy2d[1], budget=cpu_budget(2))
+    det = build_model("retina_unet", plans)
+    shape = plans.patch_size
+    with torch.no_grad():
+        out = det.network(torch.zeros(1, plans.in_channels, *shape))
+    anchors = det.anchors(shape, out.feature_shapes, "cpu")
+    c = shape[0] / 2
+    gt = torch.tensor([[c - 20.0, c - 20.0, c + 20.0, c + 20.0]])
+    targets, positive, _ = det.assign_targets(anchors, [gt], [torch.tensor([1])], shape)
+    iou = box_iou(gt, anchors)[0]
+    inside = (anchors[:, :2] >= gt[0, :2]).all(1) & (anchors[:, 2:] <= gt[0, 2:]).all(1)
+    assert (inside & (iou < 0.4)).sum() > 0  # finer-level anchors within the object exist
+    assert (targets[0][inside & (iou < 0.4)] == 0).all()  # ... and are negatives
+    assert (targets[0][iou < 0.4] != -1).all() and positive.sum() > 0
 
 
 def test_plan_3d_toy(toy3d):
@@ -128,7 +156,7 @@ def test_plan_3d_toy(toy3d):
     norm = plans.normalization[0]
     ct = fp["intensity"][0]
     assert norm["scheme"] == "ct" and norm["clip"] == [round(ct["p0.5"], 4), round(ct["p99.5"], 4)]
-    assert plans.matching["iou_low"] == 0.01 and plans.inference["pre_nms_top_k"] == 50000
+    assert plans.matching["iou_low"] == 0.4 and plans.inference["pre_nms_top_k"] == 50000
 
 
 def test_plan_thin_slice_task_unlike_toys(tmp_path):

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# What only a GPU shows, in one run of a few minutes on a CUDA machine:
+#  1. the planner's GPU plans for the 2D shapes toy and the 3D spheres toy (paper-sized networks);
+#  2. scripts/bench_gpu.py: training step of those plans in float32 and bf16 autocast, peak memory
+#     against the planner's estimate, patches per second;
+#  3. the pipeline on CUDA: rud_train (AMP, loader workers) on the shapes toy with the GPU plan for a
+#     fixed wall-clock budget, then rud_predict (mirroring, the kept epochs) and rud_evaluate on
+#     held-out images.
+# Works without installing the package (console scripts are wrapped); needs torch with CUDA, SimpleITK,
+# batchgenerators, loguru and the other requirements importable by $PY.
+#   bash scripts/gpu_check.sh [OUTDIR]          # knobs: TRAIN_SECONDS (default 240), NUM_TRAIN, NUM_TEST
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${1:-${OUT:-/tmp/gpu_check}}
+mkdir -p "$OUTDIR" "${RUD_DATA:-/tmp/rud_gpu}"
+export RUD_DATA=${RUD_DATA:-/tmp/rud_gpu} PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PY:-python3}
+BIN=$(mktemp -d)
+for pair in rud_example:retinaunet.toy_cli rud_plan:planning.cli rud_preprocess:preprocessing.cli \
+            rud_train:retinaunet.training.cli rud_predict:inference.cli rud_evaluate:retinaunet.evaluation.cli; do
+    printf '#!/bin/sh\nexec %s -c "import sys; from %s import main; sys.exit(main())" "$@"\n' "$PY" "${pair#*:}" \
+        > "$BIN/${pair%%:*}"
+    chmod +x "$BIN/${pair%%:*}"
+done
+export PATH="$BIN:$PATH"
+LOG="$OUTDIR/gpu_check.log"
+step() { echo "== $* ($(date +%T))" | tee -a "$LOG"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
+
+step "toy data and GPU plans"
+rud_example shapes --num-train "${NUM_TRAIN:-1000}" --num-test "${NUM_TEST:-200}" --force --quiet >> "$LOG" 2>&1
+rud_example spheres --num-train 40 --num-test 10 --force --quiet >> "$LOG" 2>&1
+rud_plan -t 101 2>&1 | tee -a "$LOG" | tail -n 25
+rud_plan -t 104 2>&1 | tee -a "$LOG" | tail -n 25
+cp "$RUD_DATA/Task101_ToyShapes/plans.json" "$OUTDIR/plans_shapes_gpu.json"
+cp "$RUD_DATA/Task104_ToySpheres/plans.json" "$OUTDIR/plans_spheres_gpu.json"
+
+step "training step: float32 vs bf16 autocast"
+$PY scripts/bench_gpu.py "$RUD_DATA/Task101_ToyShapes/plans.json" "$RUD_DATA/Task104_ToySpheres/plans.json" \
+    --steps 15 --json "$OUTDIR/bench_gpu.json" 2>&1 | tee -a "$LOG" | tail -n 8
+
+step "pipeline on CUDA: shapes, training for ${TRAIN_SECONDS:-240} s"
+rud_preprocess -t 101 >> "$LOG" 2>&1
+timeout "${TRAIN_SECONDS:-240}" rud_train 0 -t 101 --force --no-test >> "$LOG" 2>&1
+echo "rud_train exit $? (124: stopped by the time budget)" | tee -a "$LOG"
+FOLD="$RUD_DATA/Task101_ToyShapes/models/retina_unet_2d/fold0"
+grep "val mAP" "$FOLD/train.log" | sed 's/.*epoch/epoch/' | tee -a "$LOG" | tail -n 12
+cp "$FOLD/train.log" "$OUTDIR/train_shapes_gpu.log" 2>/dev/null
+cp "$FOLD/curves.png" "$OUTDIR/curves_shapes_gpu.png" 2>/dev/null
+PRED="$RUD_DATA/Task101_ToyShapes/predictions/gpu_check"
+rm -rf "$PRED"
+start=$SECONDS
+rud_predict -t 101 -i "$RUD_DATA/Task101_ToyShapes/raw_splitted/imagesTs" -o "$PRED" --folds 0 >> "$LOG" 2>&1
+echo "rud_predict exit $?, $((SECONDS - start)) s for ${NUM_TEST:-200} images" | tee -a "$LOG"
+rud_evaluate -t 101 -p "$PRED" -l "$RUD_DATA/Task101_ToyShapes/raw_splitted/labelsTs" -o "$PRED/evaluation" \
+    2>&1 | tee -a "$LOG" | tail -n 12
+cp "$PRED/evaluation/metrics.json" "$OUTDIR/metrics_shapes_gpu.json" 2>/dev/null
+step "done"
