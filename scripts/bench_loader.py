@@ -75,6 +75,13 @@ def main() -> None:
     logger.remove()
 
     configs = []
+    # the planner's CPU plans of the toy tasks (shapes: 64x64 x 32; spheres: 16x40x40 x 8, 2.5/0.8 mm)
+    cpu2d = make_test_plans(dim=2, patch_size=[64, 64])
+    cpu2d["batch_size"] = 32
+    configs.append(("2D 64x64 b32 CPU plan", (320, 320), cpu2d))
+    cpu3d = make_test_plans(dim=3, patch_size=[16, 40, 40])
+    cpu3d["batch_size"], cpu3d["target_spacing"] = 8, [2.5, 0.8, 0.8]
+    configs.append(("3D 16x40x40 b8 CPU plan", (28, 66, 66), cpu3d))
     plans2d = make_test_plans(dim=2, patch_size=[320, 320])
     plans2d["batch_size"] = 8
     configs.append(("2D 320x320 b8", (512, 512), plans2d))
@@ -87,7 +94,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, shape, plans in configs:
-            folder = Path(tmp) / label.split()[0]
+            folder = Path(tmp) / "_".join(label.split()[:2])
             if not folder.exists():
                 folder.mkdir()
                 write_cases(folder, shape, args.cases, n_objects=6)
@@ -98,11 +105,11 @@ def main() -> None:
                 rate, cpu = time_loader(folder, names, plans, workers, True, args.batches)
                 rows.append((label, "full", workers, rate, rate / base, cpu))
 
-    print(f"{'patches':22s} {'augment':8s} {'workers':>7s} {'patches/s':>10s} {'vs no-aug':>9s} "
+    print(f"{'patches':24s} {'augment':8s} {'workers':>7s} {'patches/s':>10s} {'vs no-aug':>9s} "
           f"{'CPU ms/patch':>12s}")
     for label, aug, workers, rate, ratio, cpu in rows:
         cpu_text = f"{cpu:12.1f}" if cpu is not None else f"{'-':>12s}"
-        print(f"{label:22s} {aug:8s} {workers:7d} {rate:10.1f} {ratio:9.2f} {cpu_text}")
+        print(f"{label:24s} {aug:8s} {workers:7d} {rate:10.1f} {ratio:9.2f} {cpu_text}")
 
 
 if __name__ == "__main__":
