@@ -9,7 +9,10 @@ Rules (see DESIGN.md, "Plans"):
 - anchors from `planning.anchors_plan` on the training objects at target spacing;
 - normalisation: CT clipped to object-voxel 0.5/99.5 percentiles and standardised with their mean
   and std; other modalities standardised per case;
-- training length from the budget, the paper's optimiser settings.
+- norm layers: batch norm on a CPU when the batch holds >= 8 patches (then whole images are predicted in
+  one pass), else instance norm and inference tiles of the training patch size;
+- matching: negative below IoU 0.4, positive from 0.5 (see ``IOU_LOW``);
+- training length from the budget; Adam at the paper's 1e-4 on a GPU, 1e-3 for the short CPU schedule.
 """
 
 from __future__ import annotations
