@@ -40,7 +40,8 @@ def _val_map(paths: TaskPaths, model: torch.nn.Module, plans) -> float:
     return float(np.nan_to_num(mean_over_classes(ap)[0]))
 
 
-def test_2d_pipeline_learns(data_root):
+@pytest.mark.parametrize("model", ["retina_unet", "det_unet"])
+def test_2d_pipeline_learns(data_root, model):
     # clearly visible 48 x 48 toy 'scales' images (radius 5 vs 9): small enough for seconds of CPU training
     cfg = Toy2DConfig(size=48, scale_radii=(5.0, 9.0), intensity=1.0, noise=0.5, num_train=30, num_test=8)
     task = write_toy_task("scales", data_root, number=11, name="E2E", config=cfg, progress=False)
@@ -49,23 +50,24 @@ def test_2d_pipeline_learns(data_root):
                      "training.learning_rate=0.001", "batch_size=4"]) == 0
     assert rud_preprocess(["-t", "11", "--workers", "0"]) == 0
     plans = load_plans(paths.plans)
-    assert rud_train(["0", "-t", "11", "--workers", "0"]) == 0
+    assert rud_train(["0", "-t", "11", "--workers", "0", "--model", model]) == 0
     torch.manual_seed(0)
-    untrained = _val_map(paths, build_model("retina_unet", plans), plans)
-    fold = paths.fold_dir("retina_unet", plans.plan_name, 0)
+    untrained = _val_map(paths, build_model(model, plans), plans)
+    fold = paths.fold_dir(model, plans.plan_name, 0)
     best = json.loads((fold / "best_epochs.json").read_text())["epochs"]
     trained = best[0]["val_ap"]
     assert trained >= untrained + 0.3, f"val mAP {trained:.3f} vs untrained {untrained:.3f}"
     assert (fold / "curves.png").exists() and (fold / "test_evaluation" / "metrics.json").exists()
 
     out = task / "predictions" / "run"
-    assert rud_predict(["-t", "11", "-i", str(paths.images_ts), "-o", str(out), "--folds", "0"]) == 0
+    predict = ["-t", "11", "-i", str(paths.images_ts), "-o", str(out), "--folds", "0", "--model", model]
+    assert rud_predict(predict) == 0
     assert len(list(out.glob("case_*.json"))) == 8 and (out / "predictions.csv").exists()
     assert rud_evaluate(["-t", "11", "-p", str(out), "-l", str(paths.labels_ts), "-o", str(out / "eval")]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["mAP"]["0.1"] > untrained + 0.3
     # a second prediction into the same folder refuses to overwrite
-    assert rud_predict(["-t", "11", "-i", str(paths.images_ts), "-o", str(out), "--folds", "0"]) != 0
+    assert rud_predict(predict) != 0
 
 
 @pytest.mark.parametrize("mode", ["3d", "2dc"])

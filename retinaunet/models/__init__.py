@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from retinaunet.models.det_unet import DetUNet
 from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.network import DetectionNetwork, NetworkOutput
 from retinaunet.models.registry import available_models, build_model, get_model, register_model
 from retinaunet.models.retina_unet import RetinaNet, RetinaUNet
 
 __all__ = [
+    "DetUNet",
     "DetectionNetwork",
     "Detections",
     "Detector",
