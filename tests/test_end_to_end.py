@@ -40,7 +40,7 @@ def _val_map(paths: TaskPaths, model: torch.nn.Module, plans) -> float:
     return float(np.nan_to_num(mean_over_classes(ap)[0]))
 
 
-@pytest.mark.parametrize("model", ["retina_unet", "det_unet"])
+@pytest.mark.parametrize("model", ["retina_unet", "det_unet", "u_faster_rcnn"])
 def test_2d_pipeline_learns(data_root, model):
     # clearly visible 48 x 48 toy 'scales' images (radius 5 vs 9): small enough for seconds of CPU training
     cfg = Toy2DConfig(size=48, scale_radii=(5.0, 9.0), intensity=1.0, noise=0.5, num_train=30, num_test=8)

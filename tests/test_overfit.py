@@ -48,6 +48,19 @@ def toy_batch(seed: int = 0):
     return torch.from_numpy(np.stack(images)), boxes, labels, torch.from_numpy(np.stack(seg))
 
 
+def train_steps(det, images, boxes, labels, seg, steps: int, lr: float = 1e-3) -> list[dict[str, float]]:
+    """Adam steps on one fixed batch; the losses of every step."""
+    opt = torch.optim.Adam(det.parameters(), lr=lr)
+    history = []
+    for _ in range(steps):
+        losses = det.compute_losses(images, boxes, labels, seg)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    return history
+
+
 @pytest.fixture()
 def one_thread():
     threads = torch.get_num_threads()
@@ -64,14 +77,7 @@ def test_overfit_toy_patches(model, one_thread):
     plans.override("anchors.base_sizes", [8.0, 16.0, 32.0, 64.0])
     det = build_model(model, plans)
     images, boxes, labels, seg = toy_batch()
-    opt = torch.optim.Adam(det.parameters(), lr=1e-3)
-    history = []
-    for _ in range(150):
-        losses = det.compute_losses(images, boxes, labels, seg)
-        opt.zero_grad()
-        losses["loss"].backward()
-        opt.step()
-        history.append({k: v.item() for k, v in losses.items()})
+    history = train_steps(det, images, boxes, labels, seg, 150)
     first, last = history[0], history[-1]
     print(model, "first", first, "last", last)
     assert all(np.isfinite(h["loss"]) for h in history)

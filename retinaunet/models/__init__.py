@@ -8,15 +8,18 @@ from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.network import DetectionNetwork, NetworkOutput
 from retinaunet.models.registry import available_models, build_model, get_model, register_model
 from retinaunet.models.retina_unet import RetinaNet, RetinaUNet
+from retinaunet.models.two_stage import FasterRCNN, UFasterRCNN
 
 __all__ = [
     "DetUNet",
     "DetectionNetwork",
     "Detections",
     "Detector",
+    "FasterRCNN",
     "NetworkOutput",
     "RetinaNet",
     "RetinaUNet",
+    "UFasterRCNN",
     "available_models",
     "build_model",
     "get_model",

@@ -6,7 +6,8 @@ Level k has cumulative stride prod(strides[:k]) and `channels(k)` feature maps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -82,3 +83,12 @@ class ResNetBackbone(nn.Module):
         for stage in self.stages:
             feats.append(stage(feats[-1]))
         return feats
+
+
+def backbone_from_plans(dim: int, in_channels: int, network: Mapping[str, Any]) -> ResNetBackbone:
+    """The backbone described by a plans' ``network`` section (widths, block, depths, strides, norm)."""
+    return ResNetBackbone(
+        dim, in_channels, int(network["start_channels"]), int(network["max_channels"]),
+        str(network["block"]), network["blocks_per_stage"], network["strides"],
+        norm=str(network.get("norm", "instance")),
+    )

@@ -20,7 +20,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
-from retinaunet.models.backbone import ResNetBackbone
+from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.heads import SegmentationHead
 from retinaunet.models.registry import register_model
@@ -35,11 +35,7 @@ class SegmentationNetwork(nn.Module):
 
     def __init__(self, dim: int, in_channels: int, num_classes: int, network: Mapping[str, Any]) -> None:
         super().__init__()
-        self.backbone = ResNetBackbone(
-            dim, in_channels, int(network["start_channels"]), int(network["max_channels"]),
-            str(network["block"]), network["blocks_per_stage"], network["strides"],
-            norm=str(network.get("norm", "instance")),
-        )
+        self.backbone = backbone_from_plans(dim, in_channels, network)
         fpn = int(network["fpn_channels"])
         self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0)
         self.seg_head = SegmentationHead(dim, fpn, num_classes)

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from retinaunet.models.backbone import ResNetBackbone
+from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
 from retinaunet.models.ufpn import UFPN
 
@@ -50,11 +50,7 @@ class DetectionNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = dim
-        self.backbone = ResNetBackbone(
-            dim, in_channels, int(network["start_channels"]), int(network["max_channels"]),
-            str(network["block"]), network["blocks_per_stage"], network["strides"],
-            norm=str(network.get("norm", "instance")),
-        )
+        self.backbone = backbone_from_plans(dim, in_channels, network)
         fpn = int(network["fpn_channels"])
         self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else 2)
         head_ch, head_convs = int(network["head_channels"]), int(network["head_convs"])

@@ -1,0 +1,70 @@
+"""Faster R-CNN+ / U-FRCNN+: RoIAlign against a linear field, and both overfit toy patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retinaunet.boxes import box_iou
+from retinaunet.models import build_model
+from retinaunet.models.two_stage import roi_align
+from retinaunet.plans import make_test_plans
+from tests.test_overfit import OBJECTS, SIZE, toy_batch, train_steps
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_roi_align_samples_a_linear_field_exactly(dim):
+    """Interpolation is exact for a linear function, so every bin holds the field at its centre."""
+    image = (16, 48, 40)[-dim:]
+    stride = (2, 4, 4)[-dim:]
+    feat_shape = [s // k for s, k in zip(image, stride)]
+    coef = torch.tensor([0.7, -1.3, 2.1][-dim:])
+    grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in feat_shape], indexing="ij")
+    # feature voxel j holds the field at its centre (j + 0.5) * stride in image coordinates
+    field = sum(c * (g + 0.5) * k for c, g, k in zip(coef, grids, stride))
+    features = torch.stack([field, 2 * field])[None].repeat(2, 1, *[1] * dim)  # [B=2, C=2, *F]
+    features[1] *= -1
+    rois = torch.tensor([[4.0, 9.0, 10.0, 11.5, 30.0, 27.0][:dim] + [11.5, 30.0, 27.0][-dim:],
+                         [6.0, 12.0, 8.0, 10.0, 20.0, 30.0][:dim] + [10.0, 20.0, 30.0][-dim:]])
+    rois = torch.cat([rois[:, :dim], rois[:, -dim:]], dim=1)
+    batch_index = torch.tensor([0, 1])
+    out_size = (3, 5, 4)[-dim:]
+    out = roi_align(features, rois, batch_index, image, out_size)
+    assert out.shape == (2, 2, *out_size)
+    for r in range(2):
+        lo, hi = rois[r, :dim], rois[r, dim:]
+        centres = [lo[d] + (torch.arange(out_size[d]) + 0.5) / out_size[d] * (hi[d] - lo[d]) for d in range(dim)]
+        mesh = torch.meshgrid(*centres, indexing="ij")
+        expected = sum(c * m for c, m in zip(coef, mesh)) * (1 if r == 0 else -1)
+        torch.testing.assert_close(out[r, 0], expected, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(out[r, 1], 2 * expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["faster_rcnn", "u_faster_rcnn"])
+def test_two_stage_overfits_toy_patches(model):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        plans = make_test_plans(dim=2, num_classes=2, patch_size=[SIZE, SIZE])
+        plans.override("anchors.base_sizes", [8.0, 16.0, 32.0, 64.0])
+        det = build_model(model, plans)
+        images, boxes, labels, seg = toy_batch()
+        history = train_steps(det, images, boxes, labels, seg, 150)
+        det.eval()
+        dets = det.predict(images)
+    finally:
+        torch.set_num_threads(threads)
+    first, last = history[0], history[-1]
+    print(model, "first", first, "last", last)
+    assert all(np.isfinite(h["loss"]) for h in history)
+    assert {"rpn_cls", "rpn_box", "cls", "box"} <= set(last) and ("seg_ce" in last) == (model == "u_faster_rcnn")
+    assert np.mean([h["loss"] for h in history[-10:]]) < 0.3 * first["loss"]
+    for b in range(len(OBJECTS)):
+        iou = box_iou(boxes[b], dets.boxes[b])
+        for g in range(boxes[b].shape[0]):
+            hits = torch.nonzero(iou[g] > 0.5).squeeze(1)
+            assert hits.numel() > 0, f"{model}: object {g} of patch {b} missed, IoUs {iou[g].tolist()}"
+            top = hits[dets.scores[b][hits].argmax()]
+            assert dets.labels[b][top] == labels[b][g] and dets.scores[b][top] > 0.5
