@@ -25,23 +25,23 @@ def test_roi_align_samples_a_linear_field_exactly(dim):
     field = sum(c * (g + 0.5) * k for c, g, k in zip(coef, grids, stride))
     features = torch.stack([field, 2 * field])[None].repeat(2, 1, *[1] * dim)  # [B=2, C=2, *F]
     features[1] *= -1
-    rois = torch.tensor([[4.0, 9.0, 10.0, 11.5, 30.0, 27.0][:dim] + [11.5, 30.0, 27.0][-dim:],
-                         [6.0, 12.0, 8.0, 10.0, 20.0, 30.0][:dim] + [10.0, 20.0, 30.0][-dim:]])
-    rois = torch.cat([rois[:, :dim], rois[:, -dim:]], dim=1)
-    batch_index = torch.tensor([0, 1])
+    rois = torch.tensor([[4.0, 9.0, 10.0, 11.5, 30.0, 27.0], [6.0, 12.0, 8.0, 10.0, 20.0, 30.0],
+                         [3.0, 20.0, 5.0, 9.0, 40.0, 33.0]])
+    rois = torch.cat([rois[:, 3 - dim:3], rois[:, 6 - dim:]], dim=1)
+    batch_index = torch.tensor([1, 0, 1])  # unsorted, two rois in image 1
     out_size = (3, 5, 4)[-dim:]
     out = roi_align(features, rois, batch_index, image, out_size)
-    assert out.shape == (2, 2, *out_size)
-    for r in range(2):
+    assert out.shape == (3, 2, *out_size)
+    for r in range(3):
         lo, hi = rois[r, :dim], rois[r, dim:]
         centres = [lo[d] + (torch.arange(out_size[d]) + 0.5) / out_size[d] * (hi[d] - lo[d]) for d in range(dim)]
         mesh = torch.meshgrid(*centres, indexing="ij")
-        expected = sum(c * m for c, m in zip(coef, mesh)) * (1 if r == 0 else -1)
+        expected = sum(c * m for c, m in zip(coef, mesh)) * (1 if batch_index[r] == 0 else -1)
         torch.testing.assert_close(out[r, 0], expected, atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(out[r, 1], 2 * expected, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["faster_rcnn", "u_faster_rcnn"])
+@pytest.mark.parametrize("model", ["faster_rcnn", "u_faster_rcnn", "mask_rcnn"])
 def test_two_stage_overfits_toy_patches(model):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -60,6 +60,7 @@ def test_two_stage_overfits_toy_patches(model):
     print(model, "first", first, "last", last)
     assert all(np.isfinite(h["loss"]) for h in history)
     assert {"rpn_cls", "rpn_box", "cls", "box"} <= set(last) and ("seg_ce" in last) == (model == "u_faster_rcnn")
+    assert ("mask" in last) == (model == "mask_rcnn") and last.get("mask", 0.0) < 0.5 * first.get("mask", 1.0)
     assert np.mean([h["loss"] for h in history[-10:]]) < 0.3 * first["loss"]
     for b in range(len(OBJECTS)):
         iou = box_iou(boxes[b], dets.boxes[b])
@@ -68,3 +69,26 @@ def test_two_stage_overfits_toy_patches(model):
             assert hits.numel() > 0, f"{model}: object {g} of patch {b} missed, IoUs {iou[g].tolist()}"
             top = hits[dets.scores[b][hits].argmax()]
             assert dets.labels[b][top] == labels[b][g] and dets.scores[b][top] > 0.5
+
+
+@pytest.mark.parametrize("model", ["faster_rcnn", "u_faster_rcnn", "mask_rcnn"])
+def test_two_stage_3d_step_and_predict(model):
+    torch.manual_seed(0)
+    plans = make_test_plans(dim=3, num_classes=2, patch_size=[16, 32, 32])
+    plans.override("anchors.base_sizes", [4.0, 8.0, 16.0, 32.0])
+    det = build_model(model, plans)
+    images = torch.randn(2, 1, 16, 32, 32)
+    seg = torch.zeros(2, 16, 32, 32, dtype=torch.long)
+    seg[0, 4:10, 6:16, 8:20] = 1
+    seg[1, 2:8, 10:22, 4:14] = 2
+    boxes = [torch.tensor([[4.0, 6.0, 8.0, 10.0, 16.0, 20.0]]), torch.tensor([[2.0, 10.0, 4.0, 8.0, 22.0, 14.0]])]
+    labels = [torch.tensor([0]), torch.tensor([1])]
+    losses = det.compute_losses(images, boxes, labels, seg)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    # every weight is trained except P1's smoothing conv, whose output no head reads (as in Retina U-Net)
+    assert all(p.grad is not None for n, p in det.named_parameters() if not n.startswith("network.fpn.smooth.1."))
+    det.eval()
+    dets = det.predict(images)
+    assert len(dets.boxes) == 2 and all(b.shape[1] == 6 for b in dets.boxes)
+    assert (dets.seg is not None) == (model == "u_faster_rcnn")

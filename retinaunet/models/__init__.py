@@ -8,7 +8,7 @@ from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.network import DetectionNetwork, NetworkOutput
 from retinaunet.models.registry import available_models, build_model, get_model, register_model
 from retinaunet.models.retina_unet import RetinaNet, RetinaUNet
-from retinaunet.models.two_stage import FasterRCNN, UFasterRCNN
+from retinaunet.models.two_stage import FasterRCNN, MaskRCNN, UFasterRCNN
 
 __all__ = [
     "DetUNet",
@@ -16,6 +16,7 @@ __all__ = [
     "Detections",
     "Detector",
     "FasterRCNN",
+    "MaskRCNN",
     "NetworkOutput",
     "RetinaNet",
     "RetinaUNet",

@@ -1,11 +1,16 @@
-"""Two-stage baselines of the paper (section 4.1, Figure 3b/d): Faster R-CNN+ and U-FRCNN+, 2D and 3D.
+"""Two-stage baselines of the paper (section 4.1, Figure 3a/b/d): Mask R-CNN, Faster R-CNN+ and U-FRCNN+,
+2D and 3D.
 
 Stage one, a region proposal network (RPN) on P2..P5, scores the planned anchors as object vs background
 and regresses them; its best boxes after NMS are the proposals. Stage two crops every proposal's
 features from the pyramid level whose anchor size suits it with RoIAlign (``roi_align``: bilinear or
 trilinear samples at the bin centres, the "+" of the names), and a head of two fully connected layers
 classifies it (softmax over background + classes) and refines its box. U-FRCNN+ runs the same detector
-on the U-FPN with the segmentation loss on P0 (as Retina U-Net does), Faster R-CNN+ without.
+on the U-FPN with the segmentation loss on P0 (as Retina U-Net does), Faster R-CNN+ without. Mask R-CNN
+adds a mask head on the positive proposals (RoIAlign 14 x 14 (x 5 in 3D), four 3x3 convs, a stride-2
+transposed conv, one logit map per class) trained with binary cross-entropy against the object's class
+mask cropped the same way; the class mask comes from the semantic targets, so touching objects of one
+class share it. Its masks only supervise training: outputs are boxes, like the other models'.
 
 Training samples proposals (plus the ground-truth boxes) per image: positives from IoU 0.5 (0.3 in 3D, as
 the paper's 3D Mask R-CNN) with a third of the sample at most, negatives below. Box regression of the head
@@ -32,10 +37,11 @@ from retinaunet.models.registry import register_model
 from retinaunet.models.ufpn import UFPN
 from retinaunet.plans import Plans
 
-__all__ = ["FasterRCNN", "UFasterRCNN", "roi_align", "TwoStageNetwork"]
+__all__ = ["FasterRCNN", "MaskRCNN", "UFasterRCNN", "roi_align", "TwoStageNetwork"]
 
 HEAD_LEVELS = (2, 3, 4, 5)
 POOL = {2: (7, 7), 3: (3, 7, 7)}  # RoIAlign output per axis (paper: 7 x 7 (x 3))
+MASK_POOL = {2: (14, 14), 3: (5, 14, 14)}  # the mask head's RoIAlign (paper: 14 x 14 (x 5))
 
 
 def roi_align(features: Tensor, rois: Tensor, batch_index: Tensor, image_shape: Sequence[int],
@@ -48,25 +54,31 @@ def roi_align(features: Tensor, rois: Tensor, batch_index: Tensor, image_shape: 
     [j * stride, (j + 1) * stride) and holds the value of its centre.
     """
     dim = len(image_shape)
-    out = features.new_zeros((rois.shape[0], features.shape[1], *output_size))
-    extent = torch.tensor([float(s) for s in image_shape], device=rois.device, dtype=torch.float32)
-    for b in torch.unique(batch_index).tolist():
-        sel = torch.nonzero(batch_index == b).squeeze(1)
-        r = rois[sel].float()
-        lo, size = r[:, :dim], r[:, dim:] - r[:, :dim]
-        axes = []
-        for d in range(dim):
-            centres = (torch.arange(output_size[d], device=rois.device, dtype=torch.float32) + 0.5) / output_size[d]
-            axes.append(lo[:, d, None] + centres[None] * size[:, d, None])  # [R_b, out_d] image coordinates
-        # normalised grid coordinates (align_corners=False: -1 and 1 are the outer edges of the image)
-        norm = [2.0 * a / extent[d] - 1.0 for d, a in enumerate(axes)]
-        mesh = torch.meshgrid(*[torch.arange(o, device=rois.device) for o in output_size], indexing="ij")
-        grid = torch.stack([norm[d][:, mesh[d]] for d in reversed(range(dim))], dim=-1)  # [R_b, *out, dim] (x, y, z)
-        grid = grid.reshape(1, -1, *output_size[1:], dim)  # rois stacked along the first output axis
-        sampled = F.grid_sample(features[b:b + 1], grid.to(features.dtype), mode="bilinear", padding_mode="border",
-                                align_corners=False)  # [1, C, R_b * out_0, *out_rest]
-        sampled = sampled.reshape(features.shape[1], len(sel), *output_size).transpose(0, 1)
-        out[sel] = sampled
+    num = rois.shape[0]
+    if num == 0:
+        return features.new_zeros((0, features.shape[1], *output_size))
+    # pad each image's rois to the same count, so one grid_sample call serves the whole batch
+    order = torch.argsort(batch_index, stable=True)
+    counts = torch.bincount(batch_index, minlength=features.shape[0])
+    slot = torch.arange(num, device=rois.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    per_image = int(counts.max())
+    padded = rois.new_zeros((features.shape[0], per_image, 2 * dim), dtype=torch.float32)
+    padded[batch_index[order], slot] = rois[order].float()
+    lo, size = padded[..., :dim], padded[..., dim:] - padded[..., :dim]  # [B, R, dim]
+    extent = torch.tensor([float(s) for s in image_shape], device=rois.device)
+    norm = []
+    for d in range(dim):
+        centres = (torch.arange(output_size[d], device=rois.device, dtype=torch.float32) + 0.5) / output_size[d]
+        pos = lo[..., d, None] + centres * size[..., d, None]  # [B, R, out_d] image coordinates
+        norm.append(2.0 * pos / extent[d] - 1.0)  # align_corners=False: -1 and 1 are the image's outer edges
+    mesh = torch.meshgrid(*[torch.arange(o, device=rois.device) for o in output_size], indexing="ij")
+    grid = torch.stack([norm[d][:, :, mesh[d]] for d in reversed(range(dim))], dim=-1)  # [B, R, *out, dim]
+    grid = grid.reshape(features.shape[0], per_image * output_size[0], *output_size[1:], dim)
+    sampled = F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="border",
+                            align_corners=False)  # [B, C, R * out_0, *out_rest]
+    sampled = sampled.reshape(features.shape[0], features.shape[1], per_image, *output_size).transpose(1, 2)
+    out = torch.empty((num, features.shape[1], *output_size), dtype=features.dtype, device=features.device)
+    out[order] = sampled[batch_index[order], slot]
     return out
 
 
@@ -74,7 +86,7 @@ class TwoStageNetwork(nn.Module):
     """Backbone, (U-)FPN, RPN heads on P2..P5, a RoI box head and an optional segmentation head."""
 
     def __init__(self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: Mapping[str, Any],
-                 segmentation: bool, hard_negative_pool: int = 20) -> None:
+                 segmentation: bool, hard_negative_pool: int = 20, masks: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.backbone = backbone_from_plans(dim, in_channels, network)
@@ -94,6 +106,16 @@ class TwoStageNetwork(nn.Module):
         nn.init.zeros_(self.cls_out.bias)
         nn.init.zeros_(self.box_out.bias)
         self.seg_head = SegmentationHead(dim, fpn, num_classes) if segmentation else None
+        self.mask_pool = MASK_POOL[dim]
+        self.mask_head = None
+        if masks:
+            conv, up = (nn.Conv2d, nn.ConvTranspose2d) if dim == 2 else (nn.Conv3d, nn.ConvTranspose3d)
+            layers: list[nn.Module] = []
+            for _ in range(4):
+                layers += [conv(fpn, fpn, 3, padding=1), nn.ReLU(inplace=True)]
+            stride = (2, 2) if dim == 2 else (1, 2, 2)
+            layers += [up(fpn, fpn, stride, stride=stride), nn.ReLU(inplace=True), conv(fpn, num_classes, 1)]
+            self.mask_head = nn.Sequential(*layers)
 
     def pyramid(self, images: Tensor) -> dict[int, Tensor]:
         return self.fpn(self.backbone(images))
@@ -113,6 +135,7 @@ class FasterRCNN(Detector):
     """Faster R-CNN+ (see the module docstring); ``UFasterRCNN`` adds the U-FPN and segmentation loss."""
 
     segmentation = False
+    masks = False
     rois_per_image = 64
     positive_share = 1 / 3
     pre_nms = {True: 2000, False: 1000}  # proposals before / after the RPN's NMS, training vs inference
@@ -129,7 +152,7 @@ class FasterRCNN(Detector):
         anchors = plans.anchors
         num_anchors = len(anchors["scales"]) * len(anchors["ratios"])
         return TwoStageNetwork(plans.dim, plans.in_channels, plans.num_classes, num_anchors, plans.network,
-                               self.segmentation, int(plans.training.get("hard_negative_pool", 20)))
+                               self.segmentation, int(plans.training.get("hard_negative_pool", 20)), self.masks)
 
     # -- stage one ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -155,15 +178,31 @@ class FasterRCNN(Detector):
         return (log_size[:, None] - self._log_base[None]).abs().argmin(dim=1)
 
     def roi_features(self, pyramid: dict[int, Tensor], rois: Tensor, batch_index: Tensor,
-                     shape: Sequence[int]) -> Tensor:
+                     shape: Sequence[int], pool: Sequence[int] | None = None) -> Tensor:
+        """RoIAlign of every roi from its level: Tensor[R, C, *pool] (default: the box head's pool)."""
+        pool = tuple(pool or self.network.pool)
         levels = self.level_of(rois)
         ref = pyramid[HEAD_LEVELS[0]]
-        out = ref.new_zeros((rois.shape[0], ref.shape[1], *self.network.pool))
+        out = ref.new_zeros((rois.shape[0], ref.shape[1], *pool))
         for i, k in enumerate(HEAD_LEVELS):
             sel = torch.nonzero(levels == i).squeeze(1)
             if sel.numel():
-                out[sel] = roi_align(pyramid[k], rois[sel], batch_index[sel], shape, self.network.pool)
+                out[sel] = roi_align(pyramid[k], rois[sel], batch_index[sel], shape, pool)
         return out
+
+    def mask_loss(self, pyramid: dict[int, Tensor], rois: Tensor, batch_index: Tensor, targets: Tensor,
+                  seg: Tensor, shape: Sequence[int]) -> Tensor:
+        """Binary cross-entropy of the positive rois' masks of their class against the class mask."""
+        if rois.shape[0] == 0:
+            return sum(p.sum() for p in self.network.mask_head.parameters()) * 0.0
+        logits = self.network.mask_head(self.roi_features(pyramid, rois, batch_index, shape, self.network.mask_pool))
+        cls = targets - 1
+        logits = logits[torch.arange(rois.shape[0], device=rois.device), cls]  # [P, *mask]
+        one_hot = F.one_hot(seg.long(), self.num_classes + 1).movedim(-1, 1)[:, 1:].float()  # [B, K, *S]
+        with torch.no_grad():
+            crops = roi_align(one_hot, rois, batch_index, shape, logits.shape[1:])  # [P, K, *mask]
+            target = (crops[torch.arange(rois.shape[0], device=rois.device), cls] > 0.5).float()
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
 
     # -- training -------------------------------------------------------------------------------------
     def sample_rois(self, proposals: list[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor],
@@ -203,7 +242,8 @@ class FasterRCNN(Detector):
 
     def compute_losses(self, images: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor],
                        seg: Tensor | None = None) -> dict[str, Tensor]:
-        """{"loss", "rpn_cls", "rpn_box", "cls", "box"} (+ "seg_ce", "seg_dice" for U-FRCNN+)."""
+        """{"loss", "rpn_cls", "rpn_box", "cls", "box"} (+ "mask" for Mask R-CNN, "seg_ce", "seg_dice" for
+        U-FRCNN+)."""
         shape = list(images.shape[2:])
         pyramid = self.network.pyramid(images)
         logits, deltas, feature_shapes = self.network.rpn(pyramid)
@@ -217,6 +257,11 @@ class FasterRCNN(Detector):
         cls_logits, box_deltas = self.network.classify(self.roi_features(pyramid, rois, batch_index, shape))
         terms["cls"] = F.cross_entropy(cls_logits.float(), roi_targets)
         terms["box"] = box_regression_loss(box_deltas[roi_pos], roi_deltas)
+        if self.masks:
+            if seg is None:
+                raise ValueError(f"{self.model_name} needs segmentation targets (seg) for its masks")
+            terms["mask"] = self.mask_loss(pyramid, rois[roi_pos], batch_index[roi_pos], roi_targets[roi_pos],
+                                           seg.to(images.device), shape)
         if self.segmentation:
             if seg is None:
                 raise ValueError(f"{self.model_name} needs segmentation targets (seg)")
@@ -270,3 +315,10 @@ class UFasterRCNN(FasterRCNN):
     """U-FRCNN+: Faster R-CNN+ on the U-FPN with the segmentation loss on P0."""
 
     segmentation = True
+
+
+@register_model("mask_rcnn")
+class MaskRCNN(FasterRCNN):
+    """Mask R-CNN: Faster R-CNN+ with the mask head (see the module docstring)."""
+
+    masks = True
