@@ -18,10 +18,11 @@ from loguru import logger
 from tqdm import tqdm
 
 from inference.export import CSV_NAME, export_case, output_files, write_run_csv
+from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
 from inference.models import ModelFolderError, load_models
 from inference.predictor import Predictor
 from retinaunet.dataset import MODALITY_PATTERN
-from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, strip_image_suffix
+from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, read_json, strip_image_suffix
 from retinaunet.layout import LayoutError, TaskPaths
 from retinaunet.plans import Plans, PlansError, load_plans
 
@@ -128,7 +129,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
         check_case_files(name, cases[name], plans)
     planned = [f for name in names for f in output_files(output_dir, name, save_seg, save_boxes)]
     if shard[1] == 1:
-        planned.append(output_dir / CSV_NAME)
+        planned += [output_dir / CSV_NAME, output_dir / GALLERY_NAME]
     if not overwrite:
         existing = [f for f in planned if f.exists()]
         if existing:
@@ -139,7 +140,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                           batch_size=batch_size, keep_seg=save_seg, progress=progress)
     logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
                 f"{len(models)} model(s) x {len(predictor.views)} view(s) -> {output_dir}")
-    written = []
+    written, panels = [], []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
         images, geometry = read_case(cases[name])
         data, _, props = _preprocess(images, geometry, plans, name)
@@ -147,8 +148,12 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
         props = {**props, "case": name}
         pred = predictor.predict_case(data, name=name)
         written.append(export_case(pred, props, output_dir, plans.class_names, save_seg, save_boxes))
+        if shard[1] == 1 and len(panels) < GALLERY_CASES:  # read again: the volume is not kept during prediction
+            panels.append(gallery_panel(name, read_image(cases[name][0])[0], read_json(written[-1])["boxes"]))
     output_dir.mkdir(parents=True, exist_ok=True)
     write_run_csv(output_dir)
+    if panels:
+        write_gallery(panels, plans.class_names, output_dir / GALLERY_NAME)
     return written
 
 

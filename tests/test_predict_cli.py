@@ -158,6 +158,7 @@ def test_end_to_end_rud_predict(tmp_path, kind):
     args = ["-t", str(task), "-i", str(inp), "-o", str(out), "--device", "cpu", "--folds", "0"]
     assert main([*args, "--shard", "0/2", "--save-seg", "--save-boxes"]) == 0
     assert sorted(p.name for p in out.glob("*.json")) == ["a.json", "c.json"]
+    assert not (out / "gallery.png").exists()  # shards of one run do not race for the picture
     assert main([*args, "--shard", "1/2", "--no-tta"]) == 0
     _check_outputs(out, ["a", "b", "c"], len(shape))
     seg = sitk.ReadImage(str(out / "a_seg.nii.gz"))
@@ -174,7 +175,7 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     inp, out = tmp_path / "images", tmp_path / "preds"
     write_image(inp / "a_0000.nii.gz", np.random.default_rng(0).normal(size=(64, 64)), (1, 1))
     written = predict_folder(model_dir, inp, out, [1], mirror=False, progress=False)
-    assert written == [out / "a.json"]
+    assert written == [out / "a.json"] and (out / "gallery.png").read_bytes()[:4] == b"\x89PNG"
     before = (out / "a.json").stat().st_mtime_ns
     with pytest.raises(OutputExistsError, match=r"a\.json exists.*--overwrite"):
         predict_folder(model_dir, inp, out, [1], mirror=False, progress=False)
