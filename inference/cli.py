@@ -17,12 +17,12 @@ import torch
 from loguru import logger
 from tqdm import tqdm
 
-from inference.export import CSV_NAME, export_case, output_files, write_run_csv
+from inference.export import CSV_NAME, boxes_to_original, export_case, output_files, write_run_csv
 from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
 from inference.models import ModelFolderError, load_models
 from inference.predictor import Predictor
 from retinaunet.dataset import MODALITY_PATTERN
-from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, read_json, strip_image_suffix
+from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, strip_image_suffix
 from retinaunet.layout import LayoutError, TaskPaths
 from retinaunet.plans import Plans, PlansError, load_plans
 
@@ -149,7 +149,8 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
         pred = predictor.predict_case(data, name=name)
         written.append(export_case(pred, props, output_dir, plans.class_names, save_seg, save_boxes))
         if shard[1] == 1 and len(panels) < GALLERY_CASES:  # read again: the volume is not kept during prediction
-            panels.append(gallery_panel(name, read_image(cases[name][0])[0], read_json(written[-1])["boxes"]))
+            panels.append(gallery_panel(name, read_image(cases[name][0])[0], boxes_to_original(pred.boxes, props),
+                                        pred.scores, pred.labels))
     output_dir.mkdir(parents=True, exist_ok=True)
     write_run_csv(output_dir)
     if panels:

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from retinaunet.evaluation.plots import _save
+from retinaunet.evaluation.plots import save_figure
 
 __all__ = ["GALLERY_NAME", "GalleryPanel", "gallery_panel", "write_gallery"]
 
@@ -38,11 +38,12 @@ class GalleryPanel:
     slice_index: int | None = None
 
 
-def gallery_panel(case: str, image: np.ndarray, entries: Sequence[dict], min_score: float = 0.5) -> GalleryPanel:
-    """The panel of one case: image ``[*S]`` (2D or 3D) and its prediction JSON's ``boxes`` entries."""
-    boxes = np.asarray([e["box"] for e in entries], dtype=np.float64).reshape(-1, 2 * image.ndim)
-    scores = np.asarray([e["score"] for e in entries], dtype=np.float64)
-    labels = np.asarray([e["class"] for e in entries], dtype=np.int64)
+def gallery_panel(case: str, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                  min_score: float = 0.5) -> GalleryPanel:
+    """The panel of one case: image ``[*S]`` (2D or 3D) and its boxes ``[N, 2*dim]`` in the image's
+    array-index space (as the prediction JSONs hold them), scores ``[N]`` and labels ``[N]``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * image.ndim)
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     keep = scores >= min_score
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if image.ndim == 2:
@@ -80,4 +81,4 @@ def write_gallery(panels: Sequence[GalleryPanel], class_names: Sequence[str], pa
         ax.set_title(f"{p.case}{where}", fontsize=8)
     fig.suptitle("detections with score >= 0.5", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

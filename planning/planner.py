@@ -148,9 +148,10 @@ def _norm(budget: Budget, batch: int) -> tuple[str, str]:
     if budget.kind == "cpu" and batch >= BATCH_NORM_MIN_BATCH:
         return "batch", (f"batch norm (batch {batch} >= {BATCH_NORM_MIN_BATCH}): its statistics at test time do "
                          "not depend on the tile size, so whole images can be predicted in one pass")
-    return "instance", ("instance norm: per-patch statistics" + (f" (batch {batch} < {BATCH_NORM_MIN_BATCH} is too "
-                        "small for batch statistics)" if budget.kind == "cpu" else "") + "; inference tiles the "
-                        "training patch size so the statistics match training")
+    small = f" (batch {batch} < {BATCH_NORM_MIN_BATCH} is too small for batch statistics)"
+    small = small if budget.kind == "cpu" else ""
+    return "instance", (f"instance norm: per-patch statistics{small}; inference tiles the training patch size so "
+                        "the statistics match training")
 
 
 def _inference_patch(budget: Budget, patch: Sequence[int], median: Sequence[int], stride: Sequence[int],

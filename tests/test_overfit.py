@@ -61,6 +61,20 @@ def train_steps(det, images, boxes, labels, seg, steps: int, lr: float = 1e-3) -
     return history
 
 
+def assert_each_object_detected(dets, boxes, labels, model: str) -> None:
+    """The best-scoring detection with IoU > 0.5 on every object has its class and a score above 0.5."""
+    for b in range(len(boxes)):
+        assert dets.boxes[b].shape[0] > 0
+        iou = box_iou(boxes[b], dets.boxes[b])  # [G, D]
+        for g in range(boxes[b].shape[0]):
+            hits = torch.nonzero(iou[g] > 0.5).squeeze(1)
+            assert hits.numel() > 0, f"{model}: object {g} of patch {b} missed, IoUs {iou[g].tolist()}"
+            top = hits[dets.scores[b][hits].argmax()]
+            print(model, b, g, "iou", round(iou[g, top].item(), 3), "score", round(dets.scores[b][top].item(), 3))
+            assert dets.labels[b][top] == labels[b][g]
+            assert dets.scores[b][top] > 0.5
+
+
 @pytest.fixture()
 def one_thread():
     threads = torch.get_num_threads()
@@ -86,17 +100,7 @@ def test_overfit_toy_patches(model, one_thread):
 
     det.eval()
     dets = det.predict(images)
-    for b in range(len(OBJECTS)):
-        assert dets.boxes[b].shape[0] > 0
-        iou = box_iou(boxes[b], dets.boxes[b])  # [G, D]
-        for g in range(boxes[b].shape[0]):
-            # the best-scoring detection on this object is precise and has the right class
-            hits = torch.nonzero(iou[g] > 0.5).squeeze(1)
-            assert hits.numel() > 0, f"{model}: object {g} of patch {b} missed, IoUs {iou[g].tolist()}"
-            top = hits[dets.scores[b][hits].argmax()]
-            print(model, b, g, "iou", round(iou[g, top].item(), 3), "score", round(dets.scores[b][top].item(), 3))
-            assert dets.labels[b][top] == labels[b][g]
-            assert dets.scores[b][top] > 0.5
+    assert_each_object_detected(dets, boxes, labels, model)
     if model == "retina_unet":
         pred = dets.seg.argmax(1)
         fg_acc = (pred[seg > 0] == seg[seg > 0]).float().mean()

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from retinaunet.boxes import box_iou
 from retinaunet.models import build_model
 from retinaunet.models.two_stage import roi_align
 from retinaunet.plans import make_test_plans
-from tests.test_overfit import OBJECTS, SIZE, toy_batch, train_steps
+from tests.test_overfit import SIZE, assert_each_object_detected, toy_batch, train_steps
 
 
 @pytest.mark.parametrize("dim", [2, 3])
@@ -62,13 +61,7 @@ def test_two_stage_overfits_toy_patches(model):
     assert {"rpn_cls", "rpn_box", "cls", "box"} <= set(last) and ("seg_ce" in last) == (model == "u_faster_rcnn")
     assert ("mask" in last) == (model == "mask_rcnn") and last.get("mask", 0.0) < 0.5 * first.get("mask", 1.0)
     assert np.mean([h["loss"] for h in history[-10:]]) < 0.3 * first["loss"]
-    for b in range(len(OBJECTS)):
-        iou = box_iou(boxes[b], dets.boxes[b])
-        for g in range(boxes[b].shape[0]):
-            hits = torch.nonzero(iou[g] > 0.5).squeeze(1)
-            assert hits.numel() > 0, f"{model}: object {g} of patch {b} missed, IoUs {iou[g].tolist()}"
-            top = hits[dets.scores[b][hits].argmax()]
-            assert dets.labels[b][top] == labels[b][g] and dets.scores[b][top] > 0.5
+    assert_each_object_detected(dets, boxes, labels, model)
 
 
 @pytest.mark.parametrize("model", ["faster_rcnn", "u_faster_rcnn", "mask_rcnn"])

@@ -12,10 +12,10 @@ from matplotlib.figure import Figure
 
 from retinaunet.io import atomic_path
 
-__all__ = ["plot_froc", "plot_pr_curves"]
+__all__ = ["plot_froc", "plot_pr_curves", "save_figure"]
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Render and write atomically (temporary name, then rename)."""
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
@@ -42,7 +42,7 @@ def plot_pr_curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_froc(
@@ -66,4 +66,4 @@ def plot_froc(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -31,15 +31,15 @@ from torch import Tensor, nn
 from retinaunet.boxes import box_iou, clip_boxes, nms
 from retinaunet.losses import box_regression_loss
 from retinaunet.models.backbone import backbone_from_plans
-from retinaunet.models.detector import Detections, Detector, top_nms
+from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
+from retinaunet.models.network import HEAD_LEVELS
 from retinaunet.models.registry import register_model
 from retinaunet.models.ufpn import UFPN
 from retinaunet.plans import Plans
 
 __all__ = ["FasterRCNN", "MaskRCNN", "UFasterRCNN", "roi_align", "TwoStageNetwork"]
 
-HEAD_LEVELS = (2, 3, 4, 5)
 POOL = {2: (7, 7), 3: (3, 7, 7)}  # RoIAlign output per axis (paper: 7 x 7 (x 3))
 MASK_POOL = {2: (14, 14), 3: (5, 14, 14)}  # the mask head's RoIAlign (paper: 14 x 14 (x 5))
 
@@ -280,34 +280,15 @@ class FasterRCNN(Detector):
         rois = torch.cat(proposals)
         batch_index = torch.cat([torch.full((p.shape[0],), b, dtype=torch.long, device=images.device)
                                  for b, p in enumerate(proposals)])
-        result: list[list[Tensor]] = [[], [], []]
-        if rois.shape[0]:
-            cls_logits, box_deltas = self.network.classify(self.roi_features(pyramid, rois, batch_index, shape))
-            probs = torch.softmax(cls_logits.float(), dim=-1)[:, 1:]
-            refined = clip_boxes(self.box_coder.decode(box_deltas.float(), rois.float()), shape)
-        for b in range(images.shape[0]):
-            if not rois.shape[0]:
-                result[0].append(images.new_zeros((0, 2 * self.dim)))
-                result[1].append(images.new_zeros(0))
-                result[2].append(torch.zeros(0, dtype=torch.long, device=images.device))
-                continue
-            sel = torch.nonzero(batch_index == b).squeeze(1)
-            p = probs[sel]  # [R_b, K]
-            flat = p.reshape(-1)
-            cand = torch.nonzero(flat > self.min_score).squeeze(1)
-            roi_idx = torch.div(cand, self.num_classes, rounding_mode="floor")
-            cls = cand % self.num_classes
-            bx, sc = refined[sel][roi_idx], flat[cand]
-            ok = ((bx[:, self.dim:] - bx[:, :self.dim]) > 1e-3).all(dim=1)
-            bx, sc, cls = bx[ok], sc[ok], cls[ok]
-            keep = top_nms(bx, sc, cls, self.nms_iou, self.max_detections)
-            result[0].append(bx[keep])
-            result[1].append(sc[keep])
-            result[2].append(cls[keep])
+        cls_logits, box_deltas = self.network.classify(self.roi_features(pyramid, rois, batch_index, shape))
+        probs = torch.softmax(cls_logits.float(), dim=-1)[:, 1:]
+        # each image's rois play the anchors' part: the one-stage decoding (score floor, per-class NMS) applies
+        dets = [self.postprocess(probs[sel], box_deltas[sel].float(), rois[sel], shape)
+                for sel in (torch.nonzero(batch_index == b).squeeze(1) for b in range(images.shape[0]))]
         seg = None
         if self.segmentation:
             seg = torch.softmax(self.network.seg_head(pyramid[0]).float(), dim=1)
-        return Detections(result[0], result[1], result[2], seg)
+        return Detections([d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets], seg)
 
 
 @register_model("u_faster_rcnn")
