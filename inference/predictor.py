@@ -25,9 +25,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from inference.merge import merge_2d_to_3d
-from inference.tiling import TileGrid, context_slice, extract_tile, tile_slices
+from inference.tiling import TileGrid, extract_tile, tile_slices
 from inference.wbc import consolidate, patch_center_factor
 from retinaunet.plans import Plans
+from retinaunet.store import context_slice
 
 __all__ = ["CasePrediction", "Predictor", "flip_boxes", "mirror_views"]
 
@@ -115,23 +116,22 @@ class Predictor:
             raise ValueError("Predictor needs at least one model")
         if consolidation not in ("wbc", "nms"):
             raise ValueError(f"consolidation must be 'wbc' or 'nms', got {consolidation!r}")
-        self.plans = plans if isinstance(plans, Plans) else Plans(plans)
+        self.plans = plans if isinstance(plans, Plans) else Plans.from_dict(plans)
         self.device = torch.device(device)
         self.models = [m.to(self.device).eval() for m in models]
         inference = self.plans.inference
-        axes = inference.get("mirror_axes", list(range(self.plans.dim))) if mirror_axes is None else mirror_axes
+        axes = inference.mirror_axes if mirror_axes is None else mirror_axes
         if any(not 0 <= int(a) < self.plans.dim for a in axes):
             raise ValueError(f"mirror axes {list(axes)} must be spatial axes 0..{self.plans.dim - 1}")
         self.views = mirror_views(axes) if mirror else [()]
         self.consolidation = consolidation
-        default_iou = inference.get("wbc_iou", 1e-5) if consolidation == "wbc" else inference.get("nms_iou", 0.1)
-        self.iou_threshold = float(default_iou)
+        self.iou_threshold = inference.wbc_iou if consolidation == "wbc" else inference.nms_iou
         self.batch_size = int(batch_size or self.plans.batch_size)
-        self.tile_overlap = float(inference.get("tile_overlap", 0.5) if tile_overlap is None else tile_overlap)
+        self.tile_overlap = float(inference.tile_overlap if tile_overlap is None else tile_overlap)
         self.keep_seg = keep_seg
         self.seg_dtype = np.dtype(seg_dtype)
         self.progress = progress
-        self.patch_size = tuple(int(p) for p in (inference.get("patch_size") or self.plans.patch_size))
+        self.patch_size = tuple(self.plans.inference_patch_size)
 
     @property
     def num_views(self) -> int:
@@ -263,7 +263,7 @@ class Predictor:
         z = np.concatenate([np.full(len(b), s, dtype=np.int64) for b, _, _, s in per_slice])
         return merge_2d_to_3d(np.concatenate(boxes), np.concatenate([s for _, s, _, _ in per_slice]),
                               np.concatenate([lb for _, _, lb, _ in per_slice]), z,
-                              iou_threshold=float(self.plans.inference.get("merge_iou", 0.1)))
+                              iou_threshold=self.plans.inference.merge_iou)
 
 
 def _argmax(acc: np.ndarray, chunk: int = 16) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 
 from retinaunet.boxes import batched_nms_np, box_iou_np
 from retinaunet.boxes.iou import intersection_nb
+from retinaunet.plans import InferencePlan
 
 __all__ = [
     "consolidate",
@@ -38,6 +39,7 @@ __all__ = [
     "weighted_box_clustering_numpy",
 ]
 
+_DEFAULTS = InferencePlan()  # the one set of inference defaults
 PATCH_CENTER_SIGMA = 0.8  # std of the patch-centre Gaussian, in half patch sizes
 
 
@@ -257,7 +259,7 @@ def weighted_box_clustering(
     view_ids: np.ndarray,
     patch_center_factors: np.ndarray | None = None,
     expected_views: np.ndarray | float | None = None,
-    iou_threshold: float = 1e-5,
+    iou_threshold: float = _DEFAULTS.wbc_iou,
     min_score: float = 0.01,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted box clustering of one case, per class (numba).
@@ -288,7 +290,7 @@ def weighted_box_clustering_numpy(
     view_ids: np.ndarray,
     patch_center_factors: np.ndarray | None = None,
     expected_views: np.ndarray | float | None = None,
-    iou_threshold: float = 1e-5,
+    iou_threshold: float = _DEFAULTS.wbc_iou,
     min_score: float = 0.01,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same algorithm in plain NumPy, one vectorised step per cluster (reference and benchmark)."""
@@ -331,16 +333,16 @@ def consolidate(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Consolidate the boxes of all views of one case by ``method`` "wbc" or "nms" (per class).
 
-    iou_threshold defaults to 1e-5 for WBC (the paper's code) and 0.1 for NMS; NMS ignores the view
+    iou_threshold defaults to the plans' ``inference.wbc_iou`` or ``nms_iou`` default; NMS ignores the view
     information and keeps the best box of each overlap group with its own score. Boxes scoring
     <= min_score are dropped either way. Shapes as in :func:`weighted_box_clustering`.
     """
     if method == "wbc":
         return weighted_box_clustering(boxes, scores, labels, view_ids, patch_center_factors, expected_views,
-                                       1e-5 if iou_threshold is None else iou_threshold, min_score)
+                                       _DEFAULTS.wbc_iou if iou_threshold is None else iou_threshold, min_score)
     if method != "nms":
         raise ValueError(f"unknown consolidation method {method!r}; use 'wbc' or 'nms'")
     boxes, scores, labels, *_ = _prepare(boxes, scores, labels, view_ids, patch_center_factors, expected_views)
-    keep = batched_nms_np(boxes, scores, labels, 0.1 if iou_threshold is None else iou_threshold)
+    keep = batched_nms_np(boxes, scores, labels, _DEFAULTS.nms_iou if iou_threshold is None else iou_threshold)
     keep = keep[scores[keep] > min_score]
     return _sort_output(boxes[keep], scores[keep], labels[keep])

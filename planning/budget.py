@@ -11,13 +11,14 @@ import os
 from dataclasses import dataclass
 
 __all__ = ["Budget", "cuda_memory_gb", "default_budget", "gpu_budget", "cpu_budget",
-           "CPU_FLOPS", "CPU_STEP_SECONDS"]
+           "CPU_FLOPS", "CPU_STEP_FLOPS"]
 
 GB = 1024 ** 3
-# training-step FLOP/s of the small CPU networks, one thread of a 2-core machine (measured with
-# planning.measure: 128x128 x 8 in 0.87 s, 256x256 x 4 in 1.7 s, 3D 32x64x64 x 2 in 1.0 s)
-CPU_FLOPS = 25e9
-CPU_STEP_SECONDS = {2: 1.0, 3: 2.0}  # target time of one CPU training step, per network dim
+# The one CPU throughput of the planner: training-step FLOP/s of the small CPU networks with both cores of a
+# 2-core machine (measured: the 2D toy's 128x128 x 8 step, 23.8 GFLOP by planning.memory, in 0.27 s -> about
+# 88 GFLOP/s). It turns step FLOPs into seconds for the step budget and for the training length.
+CPU_FLOPS = 80e9
+CPU_STEP_FLOPS = {2: 25e9, 3: 50e9}  # largest CPU training step, per network dim (about 0.3 s / 0.6 s)
 GPU_RESERVED_GB = 0.75  # CUDA context, cuDNN workspace and allocator slack
 GPU_USABLE = 0.9
 
@@ -60,8 +61,8 @@ def _ram_bytes() -> float:
 
 
 def cpu_budget(dim: int) -> Budget:
-    """CPU budget for a network of ``dim`` dims: a step of ``CPU_STEP_SECONDS[dim]``, <= 1/4 of RAM (max 4 GB)."""
-    return Budget("cpu", min(4 * GB, _ram_bytes() / 4), CPU_STEP_SECONDS[dim] * CPU_FLOPS)
+    """CPU budget for a network of ``dim`` dims: a step of ``CPU_STEP_FLOPS[dim]``, <= 1/4 of RAM (max 4 GB)."""
+    return Budget("cpu", min(4 * GB, _ram_bytes() / 4), CPU_STEP_FLOPS[dim])
 
 
 def default_budget(dim: int, gpu_memory_gb: float | None = None) -> Budget:

@@ -11,13 +11,16 @@ loss, backward, Adam step) and reports ``VmHWM - baseline``. Linux only.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import multiprocessing as mp
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from retinaunet.plans import Plans
 
 __all__ = ["measure_steps"]
 
@@ -31,14 +34,12 @@ def _status(key: str) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
-def _step(plans: Mapping[str, Any], model: str, seed: int = 0) -> float:
+def _step(plans: Plans, model: str, seed: int = 0) -> float:
     """One training step on random data; returns its wall time in seconds."""
     import torch
 
     from retinaunet.models import build_model
-    from retinaunet.plans import Plans
 
-    plans = Plans(dict(plans))
     torch.manual_seed(seed)
     det = build_model(model, plans)
     opt = torch.optim.Adam(det.parameters(), lr=1e-4)
@@ -57,14 +58,15 @@ def _step(plans: Mapping[str, Any], model: str, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
-def _child(configs: Sequence[Mapping[str, Any]], model: str, threads: int, queue: Any) -> None:
+def _child(configs: Sequence[Plans], model: str, threads: int, queue: Any) -> None:
     try:
         import torch
 
         torch.set_num_threads(threads)
         results = []
         for plans in configs:
-            small = dict(plans, batch_size=1, patch_size=[_min_size(plans, ax) for ax in range(int(plans["dim"]))])
+            small = dataclasses.replace(plans, batch_size=1,
+                                        patch_size=[_min_size(plans, ax) for ax in range(plans.dim)])
             _step(small, model)  # warm-up: kernels, caches, lazily loaded libraries
             gc.collect()
             base = _status("VmRSS")
@@ -79,22 +81,22 @@ def _child(configs: Sequence[Mapping[str, Any]], model: str, threads: int, queue
         queue.put(err)
 
 
-def _min_size(plans: Mapping[str, Any], axis: int) -> int:
+def _min_size(plans: Plans, axis: int) -> int:
     stride = 1
-    for s in plans["network"]["strides"]:
+    for s in plans.network.strides:
         stride *= int(s[axis])
     return stride * 2
 
 
-def measure_steps(configs: Sequence[Mapping[str, Any]], model: str = "retina_unet", threads: int = 1,
+def measure_steps(configs: Sequence[Plans], model: str = "retina_unet", threads: int = 1,
                   timeout: float = 600.0) -> list[tuple[int, float]]:
-    """(peak bytes, seconds) of one CPU training step for each plans dict, measured in a fresh process."""
+    """(peak bytes, seconds) of one CPU training step for each plans, measured in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     old = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     os.environ["MALLOC_MMAP_THRESHOLD_"] = _MMAP_THRESHOLD  # read by glibc when the child starts
     try:
-        proc = ctx.Process(target=_child, args=([dict(c) for c in configs], model, threads, queue))
+        proc = ctx.Process(target=_child, args=(list(configs), model, threads, queue))
         proc.start()
     finally:
         if old is None:

@@ -34,8 +34,11 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
     if overrides:
         apply_overrides(plans, overrides)
         for item in overrides:
-            plans["reasons"][item.split("=", 1)[0].strip()] = "set by --override"
-        plans.validate()
+            key = item.split("=", 1)[0].strip()
+            plans.reasons[key] = "set by --override"
+            section = key.split(".")[0]
+            if section != key and section in plans.reasons:  # the section's reason no longer tells the whole
+                plans.reasons[section] = f"{key} set by --override; planned: {plans.reasons[section]}"
     written = save_plans(plans, paths.plans)
     logger.info(f"{'wrote' if written else 'unchanged:'} {paths.plans}")
     return plans, written
@@ -51,26 +54,26 @@ def _fmt(value: object) -> str:
 
 def summary_table(plans: Plans) -> str:
     """The main choices and their reasons as a plain-text table."""
-    net = plans.network
+    net, anchors = plans.network, plans.anchors
     rows = [
         ("mode", plans.mode, "mode"),
         ("target spacing", _fmt(plans.target_spacing), "target_spacing"),
         ("patch size", _fmt(plans.patch_size), "patch_size"),
         ("batch size", str(plans.batch_size), "batch_size"),
         ("input channels", str(plans.in_channels), "mode"),
-        ("network", f"{net['block']} {net['blocks_per_stage']} start {net['start_channels']} "
-                    f"fpn {net['fpn_channels']} head {net['head_channels']}", "network"),
-        ("strides", _fmt(net["strides"]), "network"),
-        ("norm layers", str(net.get("norm", "instance")), "norm"),
-        ("anchors", f"{_fmt(plans.anchors['base_sizes'])}"
-                    + (f" z {_fmt(plans.anchors['z_base_sizes'])}" if plans.anchors.get("z_base_sizes") else "")
-                    + f" coverage {plans.anchors['coverage']:.1%}", "anchors"),
+        ("network", f"{net.block} {net.blocks_per_stage} start {net.start_channels} "
+                    f"fpn {net.fpn_channels} head {net.head_channels}", "network"),
+        ("strides", _fmt(net.strides), "network"),
+        ("norm layers", net.norm, "norm"),
+        ("anchors", f"{_fmt(anchors.base_sizes)}"
+                    + (f" z {_fmt(anchors.z_base_sizes)}" if anchors.z_base_sizes else "")
+                    + f" coverage {anchors.coverage:.1%}", "anchors"),
         ("normalisation", ", ".join(n["scheme"] for n in plans.normalization), "normalization"),
-        ("training", f"{plans.training['epochs']} x {plans.training['batches_per_epoch']} batches", "training"),
-        ("inference tile", _fmt(plans.inference.get("patch_size", plans.patch_size)), "inference_patch"),
+        ("training", f"{plans.training.epochs} x {plans.training.batches_per_epoch} batches", "training"),
+        ("inference tile", _fmt(plans.inference_patch_size), "inference_patch"),
         ("budget", "", "budget"),
     ]
-    reasons = plans.get("reasons", {})
+    reasons = plans.reasons
     width = max(len(r[0]) for r in rows)
     vwidth = min(44, max(len(r[1]) for r in rows))
     lines = [f"{'entry':<{width}}  {'value':<{vwidth}}  reason", "-" * (width + vwidth + 60)]

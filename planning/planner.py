@@ -18,16 +18,23 @@ Rules (see DESIGN.md, "Plans"):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
-from planning.budget import Budget, default_budget
-from planning.topology import cumulative, fit_patch_and_batch
-from retinaunet.plans import Plans
+from planning.budget import CPU_FLOPS, Budget, default_budget
+from planning.topology import fit_patch_and_batch
+from retinaunet.plans import (
+    AnchorsPlan,
+    InferencePlan,
+    MatchingPlan,
+    NetworkPlan,
+    Plans,
+    TrainingPlan,
+    cumulative_stride,
+)
 
 __all__ = ["plan_from_fingerprint", "choose_target_spacing", "choose_mode", "plan_normalization",
            "object_sizes", "STRONG_ANISOTROPY", "CONTEXT_SLICES"]
@@ -48,9 +55,6 @@ GPU_LR, CPU_LR = 1e-4, 1e-3
 # image). RetinaNet's 0.4 makes them negatives.
 IOU_LOW, IOU_HIGH = 0.4, 0.5
 CPU_TRAIN_SECONDS = 300.0
-# training-step throughput with both cores of a 2-core machine, used for the training length (measured:
-# the 2D toy's 128x128 x 8 step, 23.8 GFLOP by planning.memory, in 0.27 s -> about 88 GFLOP/s)
-CPU_TRAIN_FLOPS = 80e9
 INFER_TILE_FACTOR = 64  # CPU: predict the whole median image in one tile when it is at most this x the patch
 # Instance norm's statistics depend on the extent of the input: a network trained on 64x64 patches of the
 # shapes toy reached val mAP 0.99 on 64-px tiles but 0.49-0.83 on whole 320x320 images. A CPU plan predicts
@@ -124,20 +128,18 @@ def _median_shape(fp: Mapping[str, Any], ts: Sequence[float]) -> np.ndarray:
     return np.median(np.asarray(shapes), axis=0)
 
 
-def _training(budget: Budget, flops: float) -> tuple[dict[str, Any], str]:
+def _training(budget: Budget, flops: float) -> tuple[TrainingPlan, str]:
+    """Schedule of the training (Adam; the loader's workers are chosen at run time for the machine)."""
     lr = GPU_LR if budget.kind == "gpu" else CPU_LR
-    base = {"learning_rate": lr, "weight_decay": 1e-5, "optimizer": "adam", "foreground_fraction": 0.5,
-            "seg_loss_weight": 1.0, "val_interval": 1, "keep_best": 5, "hard_negative_pool": 20}
-    cpus = os.cpu_count() or 1
     if budget.kind == "gpu":
-        return ({"epochs": GPU_EPOCHS, "batches_per_epoch": GPU_BATCHES, **base, "num_workers": min(8, cpus - 1)},
+        return (TrainingPlan(epochs=GPU_EPOCHS, batches_per_epoch=GPU_BATCHES, learning_rate=lr),
                 f"GPU: {GPU_EPOCHS} epochs x {GPU_BATCHES} batches (the paper code's schedule); Adam, lr 1e-4 "
                 "(paper); half the patches centred on an object")
-    step = flops / CPU_TRAIN_FLOPS
+    step = flops / CPU_FLOPS
     steps = max(50, int(CPU_TRAIN_SECONDS / max(step, 1e-3)))
     epochs = 10 if steps >= 200 else 5
     per_epoch = int(math.ceil(steps / epochs))
-    return ({"epochs": epochs, "batches_per_epoch": per_epoch, **base, "num_workers": max(0, min(2, cpus - 2))},
+    return (TrainingPlan(epochs=epochs, batches_per_epoch=per_epoch, learning_rate=lr),
             f"CPU: about {CPU_TRAIN_SECONDS / 60:.0f} minutes of training at an estimated {step:.2f} s per step "
             f"-> {epochs} x {per_epoch} batches; Adam, lr {lr:g} (the paper's 1e-4 is for its long schedule); half "
             "the patches centred on an object")
@@ -198,8 +200,9 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
         why_patch = "start from the median image shape at target spacing"
     dataset_voxels = float(sum(np.prod(np.asarray(c["crop_shape"]) * np.asarray(c["spacing"]) / np.asarray(ts))
                                for c in fp["cases"]))
-    base = {"dim": dim, "in_channels": in_channels, "num_classes": int(fp["num_classes"]),
-            "anchors": {"scales": DEFAULT_SCALES, "ratios": DEFAULT_RATIOS}}
+    base = Plans(mode=mode, dim=dim, patch_size=list(initial), batch_size=1, num_classes=int(fp["num_classes"]),
+                 in_channels=in_channels, target_spacing=list(ts),
+                 anchors=AnchorsPlan(base_sizes=[1.0], scales=DEFAULT_SCALES, ratios=DEFAULT_RATIOS))
     pp = fit_patch_and_batch(initial, net_spacing, budget, base, net_median, dataset_voxels)
     reasons["patch_size"] = (f"{why_patch} {initial}, shrunk (largest extent in mm first) to fit the budget and "
                              f"made a multiple of the network's stride; estimated step {pp.memory / 2**20:.0f} MB, "
@@ -218,26 +221,27 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     training, reasons["training"] = _training(budget, pp.flops)
     norm, reasons["norm"] = _norm(budget, pp.batch_size)
     infer_patch, reasons["inference_patch"] = _inference_patch(budget, pp.patch_size, net_median,
-                                                               cumulative(pp.strides), norm)
+                                                               cumulative_stride(pp.strides), norm)
     max_objects = int(fp["objects_per_case"]["max"])
     default_det = 30 if dim == 3 else 10
     reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "
                             f"{default_det} boxes per image (2x the most objects in a case), mirroring all axes")
     reasons["matching"] = (f"negative below IoU {IOU_LOW} (RetinaNet; the paper's {0.01 if dim == 3 else 0.1} left "
                            f"finer-level anchors inside objects untrained), positive from {high}")
-    plans = {
-        "task": fp["task"], "plan_name": mode, "mode": mode, "data_dim": data_dim, "dim": dim,
-        "modalities": dict(fp["modalities"]), "num_classes": int(fp["num_classes"]),
-        "class_names": list(fp["class_names"]), "target_spacing": ts, "context_slices": context,
-        "in_channels": in_channels, "patch_size": pp.patch_size, "batch_size": pp.batch_size,
-        "network": {**pp.network, "strides": pp.strides, "norm": norm},
-        "anchors": {"base_sizes": anchor.base_sizes, "z_base_sizes": anchor.z_base_sizes,
-                    "scales": DEFAULT_SCALES, "ratios": DEFAULT_RATIOS, "coverage": round(anchor.coverage, 4)},
-        "matching": {"iou_low": IOU_LOW, "iou_high": high},
-        "normalization": normalization, "training": training,
-        "inference": {"pre_nms_top_k": 50000 if dim == 3 else 10000, "nms_iou": 0.1,
-                      "max_detections": max(default_det, 2 * max_objects), "min_score": 0.1, "tile_overlap": 0.5,
-                      "mirror_axes": list(range(dim)), "wbc_iou": 1e-5, "patch_size": infer_patch},
-        "reasons": reasons,
-    }
-    return Plans(plans).validate()
+    plans = Plans(
+        task=fp["task"], plan_name=mode, mode=mode, data_dim=data_dim, dim=dim,
+        modalities=dict(fp["modalities"]), num_classes=int(fp["num_classes"]),
+        class_names=list(fp["class_names"]), target_spacing=list(ts), context_slices=context,
+        in_channels=in_channels, patch_size=pp.patch_size, batch_size=pp.batch_size,
+        network=NetworkPlan(strides=pp.strides, norm=norm, **pp.network),
+        anchors=AnchorsPlan(base_sizes=anchor.base_sizes, z_base_sizes=anchor.z_base_sizes, scales=DEFAULT_SCALES,
+                            ratios=DEFAULT_RATIOS, coverage=round(anchor.coverage, 4)),
+        matching=MatchingPlan(iou_low=IOU_LOW, iou_high=high),
+        normalization=normalization, training=training,
+        inference=InferencePlan(pre_nms_top_k=50000 if dim == 3 else 10000,
+                                max_detections=max(default_det, 2 * max_objects), mirror_axes=list(range(dim)),
+                                patch_size=infer_patch),
+        reasons=reasons,
+    )
+    # a round trip through the schema checks every value the planner chose
+    return Plans.from_dict(plans.to_dict(), source="planned plans")

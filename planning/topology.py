@@ -13,6 +13,7 @@ to 5% of the dataset's voxels per batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from typing import Any
 
 from planning.budget import Budget
 from planning.memory import estimate_flops, estimate_memory
+from retinaunet.plans import NetworkPlan, Plans, cumulative_stride
 
-__all__ = ["network_template", "plan_strides", "cumulative", "fit_patch_and_batch", "PatchPlan",
+__all__ = ["network_template", "plan_strides", "fit_patch_and_batch", "PatchPlan",
            "MIN_FEATURE", "MAX_BATCH", "MIN_BATCH"]
 
 MIN_FEATURE = 4
@@ -62,16 +64,11 @@ def plan_strides(patch: Sequence[int], spacing: Sequence[float], transitions: in
     return strides
 
 
-def cumulative(strides: Sequence[Sequence[int]]) -> list[int]:
-    """Total stride per axis of a list of transitions."""
-    return [math.prod(int(s[a]) for s in strides) for a in range(len(strides[0]))]
-
-
 def _snap(patch: Sequence[int], spacing: Sequence[float], limit: Sequence[int] | None = None
           ) -> tuple[list[int], list[list[int]]]:
     """Strides for the patch, and the patch rounded to a multiple of the cumulative stride."""
     strides = plan_strides(patch, spacing)
-    cum = cumulative(strides)
+    cum = cumulative_stride(strides)
     out = []
     for a, (p, c) in enumerate(zip(patch, cum)):
         up = int(math.ceil(p / c) * c)
@@ -92,17 +89,17 @@ class PatchPlan:
     notes: list[str]
 
 
-def _fits(plans: dict[str, Any], budget: Budget) -> bool:
+def _fits(plans: Plans, budget: Budget) -> bool:
     if estimate_memory(plans) > budget.memory:
         return False
     return budget.step_flops is None or estimate_flops(plans) <= budget.step_flops
 
 
 def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], budget: Budget,
-                        base: dict[str, Any], median_shape: Sequence[int], dataset_voxels: float) -> PatchPlan:
+                        base: Plans, median_shape: Sequence[int], dataset_voxels: float) -> PatchPlan:
     """Patch, batch, strides and network that fit the budget (see the module docstring).
 
-    ``base``: a plans dict with dim, in_channels, num_classes and anchors (scales, ratios) set;
+    ``base``: plans with dim, in_channels, num_classes and anchors (scales, ratios) set;
     ``median_shape``: median image shape at target spacing (network axes), caps the patch;
     ``dataset_voxels``: all training voxels at target spacing, caps the batch (5% per batch).
     """
@@ -111,13 +108,13 @@ def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], 
     notes: list[str] = []
     patch, strides = _snap([max(MIN_PATCH, int(p)) for p in initial_patch], spacing, median_shape)
 
-    def trial(p: list[int], s: list[list[int]], b: int) -> dict[str, Any]:
-        return {**base, "patch_size": p, "batch_size": b, "network": {**network, "strides": s}}
+    def trial(p: list[int], s: list[list[int]], b: int) -> Plans:
+        return dataclasses.replace(base, patch_size=p, batch_size=b, network=NetworkPlan(strides=s, **network))
 
     for _ in range(200):
         if _fits(trial(patch, strides, MIN_BATCH), budget):
             break
-        cum = cumulative(strides)
+        cum = cumulative_stride(strides)
         shrinkable = [a for a in range(dim) if patch[a] - cum[a] >= MIN_PATCH]
         if shrinkable:
             axis = max(shrinkable, key=lambda a: (patch[a] * spacing[a], patch[a], a))
@@ -135,4 +132,4 @@ def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], 
     while batch < min(MAX_BATCH[dim], cap) and _fits(trial(patch, strides, batch + 1), budget):
         batch += 1
     final = trial(patch, strides, batch)
-    return PatchPlan(patch, batch, strides, final["network"], estimate_memory(final), estimate_flops(final), notes)
+    return PatchPlan(patch, batch, strides, network, estimate_memory(final), estimate_flops(final), notes)

@@ -1,149 +1,376 @@
-"""The plans file: the one contract between stages.
+"""The plans file: the one contract between stages, as a typed schema.
 
-``plans.json`` is a plain, human-editable dict; :class:`Plans` is a thin typed view over it so no stage
-digs through raw keys. Every choice has a reason under ``reasons``.
+``plans.json`` stays a plain, human-editable JSON file. :class:`Plans` is its typed form: top-level entries
+plus one dataclass per section (:class:`NetworkPlan`, :class:`AnchorsPlan`, :class:`MatchingPlan`,
+:class:`TrainingPlan`, :class:`InferencePlan`). Every key has exactly one default, here; every stage reads
+``plans.training.epochs`` and never digs into a raw dict. Loading validates every value and fails with one
+line naming the key and the fix, e.g. ``plans.json: training.epochs must be a positive integer, got -3``.
+Every choice of the planner keeps its reason under ``reasons``.
+
+Adding a key: add a field (with its default and, for numbers, a ``_positive``/``_fraction`` check) to the
+section's dataclass; the JSON reader, the writer, ``--override`` and the error messages follow from it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from retinaunet.io import read_json, write_json
 
-REQUIRED_KEYS = ("mode", "dim", "patch_size", "batch_size", "num_classes", "in_channels", "network",
-                 "anchors", "matching", "training", "inference")
+__all__ = ["Plans", "PlansError", "NetworkPlan", "AnchorsPlan", "MatchingPlan", "TrainingPlan", "InferencePlan",
+           "load_plans", "save_plans", "apply_overrides", "parse_value", "cumulative_stride", "make_test_plans"]
+
+# keys older planners wrote that nothing reads any more: dropped on load with a warning
+RETIRED_KEYS = frozenset({"training.optimizer"})
 
 
 class PlansError(RuntimeError):
     """A plans file that cannot be used; the message names the key and the fix."""
 
 
-class Plans(dict):
-    """A plans dict with typed read access. ``Plans(json.load(f))`` or :func:`load_plans`."""
+# ----------------------------------------------------------------------------------------------- checks
+def _positive(**kw: Any) -> Any:
+    return field(metadata={"check": "positive"}, **kw)
 
-    def _get(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise PlansError(f"plans have no '{key}': rerun rud_plan, or add the key") from None
+
+def _non_negative(**kw: Any) -> Any:
+    return field(metadata={"check": "non-negative"}, **kw)
+
+
+def _fraction(**kw: Any) -> Any:
+    return field(metadata={"check": "fraction"}, **kw)
+
+
+def _choice(*options: str, **kw: Any) -> Any:
+    return field(metadata={"choices": options}, **kw)
+
+
+_NOUN = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in args) + " or null"
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_describe(inner).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "an object"
+    return _NOUN.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """``value`` as type ``tp`` (ints accepted for floats), or PlansError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = PlansError(f"{source}: {key} must be {_describe(tp)}, got {json.dumps(value)}")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source)
+            except PlansError:
+                continue
+        raise bad
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(v, inner, key, source) for v in value]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise bad
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported plans type {tp}")  # a programming error in this module
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return [] if value is None else [value]
+
+
+def _check(value: Any, f: dataclasses.Field, key: str, source: str) -> None:
+    check, choices = f.metadata.get("check"), f.metadata.get("choices")
+    if choices and value not in choices:
+        raise PlansError(f"{source}: {key} must be one of {', '.join(map(str, choices))}, got {json.dumps(value)}")
+    tests = {"positive": lambda x: x > 0, "non-negative": lambda x: x >= 0, "fraction": lambda x: 0 <= x <= 1}
+    if check and not all(tests[check](x) for x in _numbers(value)):
+        adjective = "between 0 and 1" if check == "fraction" else check
+        if isinstance(value, list):
+            what = f"a list of {adjective} numbers" if check != "fraction" else f"a list of numbers {adjective}"
+        elif check == "fraction":
+            what = f"a number {adjective}"
+        else:
+            what = f"a {adjective} {'integer' if isinstance(value, int) else 'number'}"
+        raise PlansError(f"{source}: {key} must be {what}, got {json.dumps(value)}")
+
+
+def _read_section(cls: type, data: Any, prefix: str, source: str) -> Any:
+    """A section dataclass from a JSON object: unknown keys are errors, retired keys are dropped."""
+    if not isinstance(data, Mapping):
+        raise PlansError(f"{source}: {prefix or 'the file'} must be a JSON object, got {json.dumps(data)[:60]}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if dotted in RETIRED_KEYS:
+            logger.warning(f"{source}: {dotted} is no longer used and is ignored; remove it")
+            continue
+        if key not in fields:
+            raise PlansError(f"{source}: unknown key {dotted}; known keys of "
+                             f"{prefix.rstrip('.') or 'the plans'}: {', '.join(fields)}")
+        values[key] = value
+    out = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}{name}"
+        if name not in values:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise PlansError(f"{source}: {dotted} is missing: rerun rud_plan, or add the key")
+            continue
+        section = _SECTIONS.get(name) if not prefix else None
+        if section is not None:
+            out[name] = values[name] if isinstance(values[name], section) else _read_section(
+                section, values[name], f"{name}.", source)
+            continue
+        value = _coerce(values[name], hints[name], dotted, source)
+        _check(value, f, dotted, source)
+        out[name] = value
+    return cls(**out)
+
+
+def _to_json(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------- sections
+@dataclass
+class NetworkPlan:
+    """Topology of the backbone, FPN and heads (see :mod:`retinaunet.models`)."""
+
+    strides: list[list[int]] = _positive()
+    start_channels: int = _positive(default=8)
+    max_channels: int = _positive(default=64)
+    fpn_channels: int = _positive(default=32)
+    head_channels: int = _positive(default=32)
+    head_convs: int = _positive(default=2)
+    block: str = _choice("basic", "bottleneck", default="basic")
+    blocks_per_stage: list[int] = _positive(default_factory=lambda: [1, 1, 1, 1])
+    norm: str = _choice("instance", "batch", "group", "none", default="instance")
+
+
+@dataclass
+class AnchorsPlan:
+    """Anchor sizes per pyramid level P2-P5 in voxels; ``z_base_sizes`` for the first (z) axis in 3D."""
+
+    base_sizes: list[float] = _positive()
+    z_base_sizes: list[float] | None = _positive(default=None)
+    scales: list[float] = _positive(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
+    ratios: list[float] = _positive(default_factory=lambda: [0.5, 1.0, 2.0])
+    coverage: float = _fraction(default=1.0)
 
     @property
-    def task(self) -> str:
-        return str(self.get("task", ""))
+    def per_position(self) -> int:
+        """Anchors at each feature-map position."""
+        return len(self.scales) * len(self.ratios)
 
-    @property
-    def plan_name(self) -> str:
-        return str(self.get("plan_name", self.mode))
 
-    @property
-    def mode(self) -> str:
-        return str(self._get("mode"))
+@dataclass
+class MatchingPlan:
+    """Anchor matching: negative below ``iou_low``, positive from ``iou_high``, ignored between."""
 
-    @property
-    def dim(self) -> int:
-        """Spatial dims of the network (2 for 2d and 2dc)."""
-        return int(self._get("dim"))
+    iou_low: float = _fraction(default=0.4)
+    iou_high: float = _fraction(default=0.5)
 
-    @property
-    def data_dim(self) -> int:
-        """Spatial dims of the dataset's images."""
-        return int(self.get("data_dim", self.dim))
 
-    @property
-    def patch_size(self) -> list[int]:
-        return [int(p) for p in self._get("patch_size")]
+@dataclass
+class TrainingPlan:
+    """Schedule and sampling of `rud_train`."""
 
-    @property
-    def batch_size(self) -> int:
-        return int(self._get("batch_size"))
+    epochs: int = _positive()
+    batches_per_epoch: int = _positive()
+    learning_rate: float = _positive()
+    weight_decay: float = _non_negative(default=1e-5)
+    foreground_fraction: float = _fraction(default=0.5)
+    # background loader processes; null: chosen at run time for the machine (see training.loader.resolve_workers)
+    num_workers: int | None = _non_negative(default=None)
+    seg_loss_weight: float = _non_negative(default=1.0)
+    val_interval: int = _positive(default=1)
+    keep_best: int = _positive(default=5)
+    hard_negative_pool: int = _positive(default=20)
 
-    @property
-    def num_classes(self) -> int:
-        return int(self._get("num_classes"))
 
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.get("class_names", [str(i) for i in range(self.num_classes)]))
+@dataclass
+class InferencePlan:
+    """Prediction settings; entries that are null in the file are filled in for the plans' dims."""
 
-    @property
-    def in_channels(self) -> int:
-        return int(self._get("in_channels"))
+    pre_nms_top_k: int | None = _positive(default=None)  # null: 10000 in 2D, 50000 in 3D (paper)
+    nms_iou: float = _fraction(default=0.1)
+    max_detections: int | None = _positive(default=None)  # per image; null: 10 in 2D, 30 in 3D
+    min_score: float = _fraction(default=0.1)
+    tile_overlap: float = _fraction(default=0.5)
+    mirror_axes: list[int] | None = _non_negative(default=None)  # null: every axis
+    wbc_iou: float = _fraction(default=1e-5)
+    patch_size: list[int] | None = _positive(default=None)  # null: the training patch
+    merge_iou: float = _fraction(default=0.1)  # 2D -> 3D merging of slice boxes
+    max_components: int | None = _positive(default=None)  # DetU-Net's largest components; null: 5 in 2D, 15 in 3D
+    postprocess: list[str] = field(default_factory=list)  # ordered steps of inference.postprocess, after consolidation
+
+
+def _dim_defaults(dim: int) -> dict[str, Any]:
+    """Inference defaults that depend on the network's dims (filled in where the file has null)."""
+    return {"pre_nms_top_k": 50000 if dim == 3 else 10000, "max_detections": 30 if dim == 3 else 10,
+            "max_components": 15 if dim == 3 else 5, "mirror_axes": list(range(dim))}
+
+
+_SECTIONS: dict[str, type] = {"network": NetworkPlan, "anchors": AnchorsPlan, "matching": MatchingPlan,
+                              "training": TrainingPlan, "inference": InferencePlan}
+
+
+def cumulative_stride(strides: Sequence[Sequence[int]]) -> list[int]:
+    """Total downsampling per axis of a list of per-stage strides."""
+    total = [1] * len(strides[0])
+    for s in strides:
+        total = [t * int(x) for t, x in zip(total, s)]
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ plans
+@dataclass
+class Plans:
+    """Everything the planner chose, typed. Build with :meth:`from_dict` / :func:`load_plans` (validated)."""
+
+    mode: str = _choice("2d", "2dc", "3d")
+    dim: int = _choice(2, 3)  # spatial dims of the network (2 for 2d and 2dc)
+    patch_size: list[int] = _positive()
+    batch_size: int = _positive()
+    num_classes: int = _positive()
+    in_channels: int = _positive()
+    target_spacing: list[float] = _positive()
+    network: NetworkPlan = field(default=None)  # type: ignore[assignment]
+    anchors: AnchorsPlan = field(default=None)  # type: ignore[assignment]
+    matching: MatchingPlan = field(default_factory=MatchingPlan)
+    training: TrainingPlan = field(default=None)  # type: ignore[assignment]
+    inference: InferencePlan = field(default_factory=InferencePlan)
+    normalization: list[dict[str, Any]] = field(default_factory=lambda: [{"scheme": "zscore"}])
+    task: str = ""
+    plan_name: str = ""  # "" means the mode
+    data_dim: int | None = _choice(2, 3, None, default=None)  # spatial dims of the images; null: ``dim``
+    modalities: dict[str, str] = field(default_factory=lambda: {"0": ""})
+    class_names: list[str] | None = None  # null: "0", "1", ...
+    context_slices: int = _non_negative(default=0)  # 2Dc: neighbouring slices on each side
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.plan_name:
+            self.plan_name = self.mode
+        if self.data_dim is None:
+            self.data_dim = self.dim
+        if self.class_names is None:
+            self.class_names = [str(i) for i in range(self.num_classes)]
+        if self.inference is not None:  # the defaults that depend on the network's dims
+            for key, value in _dim_defaults(self.dim).items():
+                if getattr(self.inference, key) is None:
+                    setattr(self.inference, key, value)
 
     @property
     def num_modalities(self) -> int:
-        return len(self.get("modalities", {"0": ""}))
+        return len(self.modalities)
 
     @property
-    def context_slices(self) -> int:
-        return int(self.get("context_slices", 0))
+    def inference_patch_size(self) -> list[int]:
+        """The tile size of prediction: ``inference.patch_size``, else the training patch."""
+        return list(self.inference.patch_size or self.patch_size)
 
-    @property
-    def target_spacing(self) -> list[float]:
-        return [float(s) for s in self._get("target_spacing")]
+    # ---- json
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "plans") -> Plans:
+        """Validated plans from a JSON object; PlansError names the file (``source``), the key and the fix."""
+        if isinstance(data, Plans):
+            return data.copy()
+        return _read_section(cls, data, "", source).validate(source)
 
-    @property
-    def network(self) -> dict[str, Any]:
-        return self._get("network")
-
-    @property
-    def anchors(self) -> dict[str, Any]:
-        return self._get("anchors")
-
-    @property
-    def matching(self) -> dict[str, Any]:
-        return self._get("matching")
-
-    @property
-    def normalization(self) -> list[dict[str, Any]]:
-        return self._get("normalization")
-
-    @property
-    def training(self) -> dict[str, Any]:
-        return self._get("training")
-
-    @property
-    def inference(self) -> dict[str, Any]:
-        return self._get("inference")
-
-    def get_path(self, dotted: str) -> Any:
-        """Value at a dotted key, e.g. ``plans.get_path("training.epochs")``."""
-        node: Any = self
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise PlansError(f"plans have no key '{dotted}'")
-            node = node[part]
-        return node
-
-    def override(self, dotted: str, value: Any) -> Plans:
-        """Set a dotted key in place (``"training.epochs", 10``); the key must exist."""
-        parts = dotted.split(".")
-        node: Any = self
-        for part in parts[:-1]:
-            if not isinstance(node, dict) or part not in node:
-                raise PlansError(f"plans have no key '{dotted}'; see plans.json for the keys")
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise PlansError(f"plans have no key '{dotted}'; see plans.json for the keys")
-        node[parts[-1]] = value
-        return self
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``plans.json``."""
+        return _to_json(self)
 
     def copy(self) -> Plans:
-        return Plans(copy.deepcopy(dict(self)))
+        return copy.deepcopy(self)
 
-    def validate(self) -> Plans:
-        missing = [k for k in REQUIRED_KEYS if k not in self]
-        if missing:
-            raise PlansError(f"plans lack {', '.join(missing)}: rerun rud_plan")
-        stride = cumulative_stride(self.network["strides"])
+    def override(self, dotted: str, value: Any, source: str = "--override") -> Plans:
+        """Set a dotted key in place (``"training.epochs", 10``), validated like a loaded file."""
+        data = self.to_dict()
+        parts = dotted.split(".")
+        node: Any = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise PlansError(f"{source}: plans have no key '{dotted}'; see plans.json for the keys")
+            node = node[part]
+        known = dataclasses.fields(_SECTIONS[parts[0]]) if len(parts) == 2 and parts[0] in _SECTIONS else (
+            dataclasses.fields(Plans) if len(parts) == 1 else ())
+        if parts[-1] not in {f.name for f in known}:
+            raise PlansError(f"{source}: plans have no key '{dotted}'; see plans.json for the keys")
+        node[parts[-1]] = value
+        new = Plans.from_dict(data, source)
+        self.__dict__.update(new.__dict__)
+        return self
+
+    def validate(self, source: str = "plans") -> Plans:
+        """Cross-key checks (each value's own check runs when it is read)."""
+        if self.network is None or self.anchors is None or self.training is None:
+            raise PlansError(f"{source}: network, anchors or training is missing: rerun rud_plan")
+        for key, value in (("patch_size", self.patch_size), ("target_spacing", self.target_spacing)):
+            want = self.dim if key == "patch_size" else self.data_dim
+            if len(value) != want:
+                raise PlansError(f"{source}: {key} must have {want} entries, got {json.dumps(value)}")
+        if any(len(s) != self.dim for s in self.network.strides):
+            raise PlansError(f"{source}: network.strides must have {self.dim} entries per stage")
+        stride = cumulative_stride(self.network.strides)
         bad = [p for p, s in zip(self.patch_size, stride) if p % s]
         if bad:
-            raise PlansError(f"patch_size {self.patch_size} is not divisible by the network's stride {stride}; "
-                             "choose multiples of it")
+            raise PlansError(f"{source}: patch_size {self.patch_size} is not divisible by the network's stride "
+                             f"{stride}; choose multiples of it")
+        if self.matching.iou_low > self.matching.iou_high:
+            raise PlansError(f"{source}: matching.iou_low must not exceed matching.iou_high")
         return self
 
 
@@ -156,40 +383,34 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(plans: Plans, overrides: Sequence[str]) -> Plans:
-    """Apply ``key=value`` strings (dotted keys, JSON values) to plans in place."""
+    """Apply ``key=value`` strings (dotted keys, JSON values) to plans in place, validated by the schema."""
     for item in overrides:
         if "=" not in item:
-            raise PlansError(f"override '{item}' must look like key=value, e.g. training.epochs=10")
+            raise PlansError(f"--override '{item}' must look like key=value, e.g. training.epochs=10")
         key, value = item.split("=", 1)
         plans.override(key.strip(), parse_value(value.strip()))
     return plans
 
 
-def cumulative_stride(strides: Sequence[Sequence[int]]) -> list[int]:
-    """Total downsampling per axis of a list of per-stage strides."""
-    total = [1] * len(strides[0])
-    for s in strides:
-        total = [t * int(x) for t, x in zip(total, s)]
-    return total
-
-
 def load_plans(path: str | os.PathLike) -> Plans:
+    """Read and validate ``plans.json``; errors name the file and the key."""
     path = Path(path)
     if not path.exists():
         raise PlansError(f"{path} not found: run rud_plan for this task first")
-    return Plans(read_json(path))
+    return Plans.from_dict(read_json(path), source=path.name)
 
 
-def save_plans(plans: dict, path: str | os.PathLike) -> bool:
+def save_plans(plans: Plans, path: str | os.PathLike) -> bool:
     """Write plans atomically; returns False (and writes nothing) when the file already holds them."""
     path = Path(path)
+    data = plans.to_dict()
     if path.exists():
         try:
-            if read_json(path) == json.loads(json.dumps(plans)):
+            if read_json(path) == json.loads(json.dumps(data)):
                 return False
         except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
             pass
-    write_json(dict(plans), path)
+    write_json(data, path)
     return True
 
 
@@ -199,31 +420,14 @@ def make_test_plans(dim: int = 2, num_classes: int = 2, patch_size: Sequence[int
     mode = mode or ("3d" if dim == 3 else "2d")
     if patch_size is None:
         patch_size = [16, 64, 64] if dim == 3 else [64, 64]
-    if dim == 3:
-        strides = [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
-        z_sizes = [1.0, 2.0, 4.0, 8.0]
-    else:
-        strides = [[2, 2]] * 5
-        z_sizes = None
-    net = {"start_channels": 8, "max_channels": 64, "fpn_channels": 32, "head_channels": 32, "head_convs": 2,
-           "block": "basic", "blocks_per_stage": [1, 1, 1, 1], "strides": strides}
-    net.update(network)
-    return Plans({
-        "task": "Task000_Test", "plan_name": mode, "mode": mode, "data_dim": 3 if mode == "2dc" else dim,
-        "dim": dim, "modalities": {"0": "CT"}, "num_classes": num_classes,
-        "class_names": [f"class{i}" for i in range(num_classes)],
-        "target_spacing": [1.0] * (3 if mode == "2dc" else dim),
-        "context_slices": 3 if mode == "2dc" else 0, "in_channels": in_channels,
-        "patch_size": list(patch_size), "batch_size": 2, "network": net,
-        "anchors": {"base_sizes": [4.0, 8.0, 16.0, 32.0], "z_base_sizes": z_sizes,
-                    "scales": [1.0, 2 ** (1 / 3), 2 ** (2 / 3)], "ratios": [0.5, 1.0, 2.0], "coverage": 1.0},
-        "matching": {"iou_low": 0.01 if dim == 3 else 0.1, "iou_high": 0.5},
-        "normalization": [{"scheme": "zscore"}],
-        "training": {"epochs": 2, "batches_per_epoch": 4, "learning_rate": 1e-4, "weight_decay": 1e-5,
-                     "optimizer": "adam", "foreground_fraction": 0.5, "num_workers": 0, "seg_loss_weight": 1.0,
-                     "val_interval": 1, "keep_best": 5, "hard_negative_pool": 20},
-        "inference": {"pre_nms_top_k": 50000 if dim == 3 else 10000, "nms_iou": 0.1,
-                      "max_detections": 30 if dim == 3 else 10, "min_score": 0.1, "tile_overlap": 0.5,
-                      "mirror_axes": list(range(dim)), "wbc_iou": 1e-5},
-        "reasons": {},
-    })
+    strides = [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]] if dim == 3 else [[2, 2]] * 5
+    return Plans(
+        task="Task000_Test", mode=mode, dim=dim, data_dim=3 if mode == "2dc" else dim, modalities={"0": "CT"},
+        num_classes=num_classes, class_names=[f"class{i}" for i in range(num_classes)],
+        target_spacing=[1.0] * (3 if mode == "2dc" else dim), context_slices=3 if mode == "2dc" else 0,
+        in_channels=in_channels, patch_size=list(patch_size), batch_size=2,
+        network=NetworkPlan(**{"strides": strides, **network}),
+        anchors=AnchorsPlan(base_sizes=[4.0, 8.0, 16.0, 32.0], z_base_sizes=[1.0, 2.0, 4.0, 8.0] if dim == 3 else None),
+        matching=MatchingPlan(iou_low=0.01 if dim == 3 else 0.1, iou_high=0.5),
+        training=TrainingPlan(epochs=2, batches_per_epoch=4, learning_rate=1e-4, num_workers=0),
+    )

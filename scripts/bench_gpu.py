@@ -35,7 +35,7 @@ def run(plans_file: Path, amp: bool, steps: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     det = build_model("retina_unet", plans).to(device)
     module = LossModule(det).train()
-    opt = torch.optim.Adam(module.parameters(), lr=float(plans.training["learning_rate"]))
+    opt = torch.optim.Adam(module.parameters(), lr=float(plans.training.learning_rate))
     images, boxes, labels, seg = make_batch(plans, int(plans.batch_size), 2, torch.device("cpu"))
     batch = TrainBatch(images=images, boxes=boxes, labels=labels, seg=seg, cases=["bench"] * images.shape[0])
     torch.cuda.reset_peak_memory_stats(device)

@@ -66,7 +66,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     plans = make_test_plans(dim=3, num_classes=2, patch_size=args.patch)
     if args.network == "stub":
-        model = StubDetector(plans.num_classes, plans.inference["max_detections"])
+        model = StubDetector(plans.num_classes, plans.inference.max_detections)
     else:
         model = build_model("retina_unet", plans)
         torch.nn.init.zeros_(model.network.cls_head.out.bias)
@@ -76,7 +76,7 @@ def worker(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     pred = predictor.predict_case(data)
     seconds = time.perf_counter() - start
-    tiles = len(TileGrid(args.shape, args.patch, plans.inference["tile_overlap"]))
+    tiles = len(TileGrid(args.shape, args.patch, plans.inference.tile_overlap))
     return {"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "tiles": tiles, "views": len(predictor.views), "boxes": len(pred.boxes),
             "data_mb": data.nbytes / 2**20}

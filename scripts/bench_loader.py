@@ -77,16 +77,16 @@ def main() -> None:
     configs = []
     # the planner's CPU plans of the toy tasks (shapes: 64x64 x 32; spheres: 16x40x40 x 8, 2.5/0.8 mm)
     cpu2d = make_test_plans(dim=2, patch_size=[64, 64])
-    cpu2d["batch_size"] = 32
+    cpu2d.batch_size = 32
     configs.append(("2D 64x64 b32 CPU plan", (320, 320), cpu2d))
     cpu3d = make_test_plans(dim=3, patch_size=[16, 40, 40])
-    cpu3d["batch_size"], cpu3d["target_spacing"] = 8, [2.5, 0.8, 0.8]
+    cpu3d.batch_size, cpu3d.target_spacing = 8, [2.5, 0.8, 0.8]
     configs.append(("3D 16x40x40 b8 CPU plan", (28, 66, 66), cpu3d))
     plans2d = make_test_plans(dim=2, patch_size=[320, 320])
-    plans2d["batch_size"] = 8
+    plans2d.batch_size = 8
     configs.append(("2D 320x320 b8", (512, 512), plans2d))
     plans3d = make_test_plans(dim=3, patch_size=[48, 96, 96])
-    plans3d["target_spacing"] = [2.5, 0.8, 0.8]  # anisotropic: in-plane rotation
+    plans3d.target_spacing = [2.5, 0.8, 0.8]  # anisotropic: in-plane rotation
     configs.append(("3D 48x96x96 b2 aniso", (80, 192, 192), plans3d))
     plans3i = make_test_plans(dim=3, patch_size=[48, 96, 96])  # isotropic: rotation about every axis
     configs.append(("3D 48x96x96 b2 iso", (80, 192, 192), plans3i))

@@ -76,12 +76,14 @@ def _run(method: str, shape: tuple[int, int, int], queue: mp.Queue) -> None:
     from preprocessing.preprocess import preprocess_case
     from preprocessing.resample import resample_array
     from retinaunet.io import Geometry
+    from retinaunet.plans import make_test_plans
 
     vol = make_volume(shape)
     inst, mapping = make_labels(shape)
     geom = Geometry(SPACING, (-180.0, -200.0, -400.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), shape[::-1])
-    plans = {"target_spacing": list(TARGET),
-             "normalization": [{"scheme": "ct", "clip": [-1000.0, 1000.0], "mean": 40.0, "std": 300.0}]}
+    plans = make_test_plans(dim=3)
+    plans.target_spacing = list(TARGET)
+    plans.normalization = [{"scheme": "ct", "clip": [-1000.0, 1000.0], "mean": 40.0, "std": 300.0}]
     if method == "ours":  # warm the numba kernels on a small array (compiled once, cached on disk)
         resample_array(np.zeros((4, 8, 8), np.float32), SPACING, TARGET)
     base = _status("VmRSS")

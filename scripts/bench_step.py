@@ -159,9 +159,9 @@ def main() -> None:
         cfg = CONFIGS[name]
         plans = make_plans(cfg["dim"], cfg["patch_size"], args.net)
         n = plans.network
-        print(f"\n[{name}] patch {cfg['patch_size']} batch {cfg['batch']}: block {n['block']} "
-              f"{n['blocks_per_stage']}, start {n['start_channels']}, max {n['max_channels']}, "
-              f"fpn {n['fpn_channels']}, head {n['head_channels']}x{n['head_convs']}, strides {n['strides']}")
+        print(f"\n[{name}] patch {cfg['patch_size']} batch {cfg['batch']}: block {n.block} "
+              f"{n.blocks_per_stage}, start {n.start_channels}, max {n.max_channels}, "
+              f"fpn {n.fpn_channels}, head {n.head_channels}x{n.head_convs}, strides {n.strides}")
         r = bench(cfg["dim"], cfg["patch_size"], cfg["batch"], args.net, args.reps, args.objects, device)
         print(f"anchors per patch: {int(r['num_anchors'])}")
         print(f"{'part':<28}{'ms':>10}{'share':>10}")

@@ -54,7 +54,7 @@ def test_default_augmentation_per_plan():
     p2 = default_augmentation(make_test_plans(dim=2))
     assert p2.p_elastic > 0 and p2.mirror_axes == (0, 1) and len(p2.rotation) == 1
     aniso = make_test_plans(dim=3)
-    aniso["target_spacing"] = [3.0, 0.7, 0.7]
+    aniso.target_spacing = [3.0, 0.7, 0.7]
     p3 = default_augmentation(aniso)
     assert p3.p_elastic == 0 and p3.mirror_axes == (0, 1, 2)
     assert p3.rotation[0] == (-math.pi, math.pi) and p3.rotation[1:] == ((0.0, 0.0), (0.0, 0.0))
@@ -71,7 +71,7 @@ def test_sample_size():
     assert sample_size([64, 32], no_elastic) == [math.ceil(96 / math.sqrt(2) * 1.25)] * 2
     assert sample_size([64, 64], params)[0] > 114  # elastic margin on top
     aniso = make_test_plans(dim=3)
-    aniso["target_spacing"] = [3.0, 0.7, 0.7]
+    aniso.target_spacing = [3.0, 0.7, 0.7]
     region = sample_size([16, 64, 64], default_augmentation(aniso))
     assert region == [20, 114, 114]  # in-plane rotation does not grow z; scaling does
 
@@ -104,7 +104,7 @@ def test_elastic_margin_keeps_the_patch_filled(seeded):
 
 def test_anisotropic_3d_rotates_in_plane_only(seeded):
     plans = make_test_plans(dim=3, patch_size=[8, 32, 32])
-    plans["target_spacing"] = [3.0, 0.7, 0.7]
+    plans.target_spacing = [3.0, 0.7, 0.7]
     params = replace(default_augmentation(plans).without_intensity(), p_rotation=1.0, p_scale=0.0,
                      mirror_axes=())
     region = sample_size(plans.patch_size, params)

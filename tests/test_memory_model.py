@@ -9,13 +9,14 @@ from planning.measure import measure_steps
 from planning.memory import activation_elements, estimate_flops, estimate_memory, parameter_count
 from planning.topology import network_template, plan_strides
 from retinaunet.models import build_model
-from retinaunet.plans import make_test_plans
+from retinaunet.plans import NetworkPlan, make_test_plans
 
 
 def _plans(dim, patch, batch, spacing=None):
     plans = make_test_plans(dim=dim, patch_size=patch)
-    plans["batch_size"] = batch
-    plans["network"] = {**network_template(dim, cpu_budget(dim)), "strides": plan_strides(patch, spacing or [1] * dim)}
+    plans.batch_size = batch
+    strides = plan_strides(patch, spacing or [1] * dim)
+    plans.network = NetworkPlan(strides=strides, **network_template(dim, cpu_budget(dim)))
     return plans
 
 

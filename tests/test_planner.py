@@ -18,12 +18,12 @@ from planning.fingerprint import load_or_compute_fingerprint
 from planning.memory import estimate_flops, estimate_memory
 from planning.pipeline import plan_task
 from planning.planner import choose_mode, choose_target_spacing, plan_from_fingerprint
-from planning.topology import cumulative, plan_strides
+from planning.topology import plan_strides
 from retinaunet.anchors import AnchorGenerator
 from retinaunet.boxes import box_iou
 from retinaunet.dataset import DatasetError
 from retinaunet.models import build_model
-from retinaunet.plans import load_plans
+from retinaunet.plans import MatchingPlan, cumulative_stride, load_plans
 from retinaunet.toy import Toy2DConfig, Toy3DConfig, write_toy_task
 
 
@@ -96,7 +96,7 @@ def test_mode_rules():
 def test_strides_respect_anisotropy_and_patch_divisibility():
     strides = plan_strides([32, 128, 128], [2.5, 0.7, 0.7])
     assert strides[0] == [1, 2, 2] and strides[1] == [2, 2, 2]  # z waits until in-plane catches up
-    assert cumulative(strides) == [8, 32, 32]
+    assert cumulative_stride(strides) == [8, 32, 32]
     assert plan_strides([128, 128], [1.0, 1.0]) == [[2, 2]] * 5
 
 
@@ -107,19 +107,19 @@ def test_plan_2d_toy_cpu_and_gpu(toy2d):
     assert plans.patch_size == [64, 64]  # about 1.5 object diameters (41 px), a multiple of the stride
     assert 2 <= plans.batch_size <= 32
     net = plans.network
-    assert net["block"] == "basic" and net["start_channels"] <= 16 and net["fpn_channels"] <= 64
+    assert net.block == "basic" and net.start_channels <= 16 and net.fpn_channels <= 64
     assert estimate_flops(plans) <= cpu_budget(2).step_flops
-    assert plans.anchors["coverage"] == 1.0 and plans.matching == {"iou_low": 0.4, "iou_high": 0.5}
+    assert plans.anchors.coverage == 1.0 and plans.matching == MatchingPlan(iou_low=0.4, iou_high=0.5)
     assert plans.normalization == [{"scheme": "zscore"}]
-    assert plans.training["learning_rate"] == 1e-3  # the short CPU schedule
+    assert plans.training.learning_rate == 1e-3  # the short CPU schedule
     # batch norm, so whole images can be predicted in one pass
-    assert plans.network["norm"] == "batch" and plans.inference["patch_size"] == [320, 320]
-    assert set(plans["reasons"]) >= {"target_spacing", "mode", "patch_size", "anchors", "normalization", "training"}
+    assert plans.network.norm == "batch" and plans.inference.patch_size == [320, 320]
+    assert set(plans.reasons) >= {"target_spacing", "mode", "patch_size", "anchors", "normalization", "training"}
     gpu = plan_from_fingerprint(fp, budget=gpu_budget(11))
-    assert gpu.network["block"] == "bottleneck" and gpu.network["blocks_per_stage"] == [3, 4, 6, 3]
-    assert gpu.network["start_channels"] == 48 and gpu.patch_size == [320, 320]  # the whole image
-    assert gpu.training["learning_rate"] == 1e-4  # the paper's, for the long GPU schedule
-    assert gpu.network["norm"] == "instance" and gpu.inference["patch_size"] == gpu.patch_size
+    assert gpu.network.block == "bottleneck" and gpu.network.blocks_per_stage == [3, 4, 6, 3]
+    assert gpu.network.start_channels == 48 and gpu.patch_size == [320, 320]  # the whole image
+    assert gpu.training.learning_rate == 1e-4  # the paper's, for the long GPU schedule
+    assert gpu.network.norm == "instance" and gpu.inference.patch_size == gpu.patch_size
     assert estimate_memory(gpu) <= gpu_budget(11).memory
 
 
@@ -147,16 +147,16 @@ def test_plan_3d_toy(toy3d):
     _, fp = toy3d
     plans = plan_from_fingerprint(fp, budget=cpu_budget(3))
     assert plans.mode == "3d" and plans.dim == 3 and plans.target_spacing == [2.5, 0.8, 0.8]
-    cum = cumulative(plans.network["strides"])
+    cum = cumulative_stride(plans.network.strides)
     assert all(p % c == 0 for p, c in zip(plans.patch_size, cum))
-    assert plans.network["strides"][0] == [1, 2, 2]  # z (2.5 mm) is not pooled first
+    assert plans.network.strides[0] == [1, 2, 2]  # z (2.5 mm) is not pooled first
     assert plans.patch_size[0] < plans.patch_size[1]  # fewer voxels along the coarse axis
-    assert plans.anchors["coverage"] == 1.0
-    assert all(z < b for z, b in zip(plans.anchors["z_base_sizes"], plans.anchors["base_sizes"]))
+    assert plans.anchors.coverage == 1.0
+    assert all(z < b for z, b in zip(plans.anchors.z_base_sizes, plans.anchors.base_sizes))
     norm = plans.normalization[0]
     ct = fp["intensity"][0]
     assert norm["scheme"] == "ct" and norm["clip"] == [round(ct["p0.5"], 4), round(ct["p99.5"], 4)]
-    assert plans.matching["iou_low"] == 0.4 and plans.inference["pre_nms_top_k"] == 50000
+    assert plans.matching.iou_low == 0.4 and plans.inference.pre_nms_top_k == 50000
 
 
 def test_plan_thin_slice_task_unlike_toys(tmp_path):
@@ -168,11 +168,11 @@ def test_plan_thin_slice_task_unlike_toys(tmp_path):
     assert plans.mode == "2dc" and plans.dim == 2 and plans.data_dim == 3
     assert plans.context_slices == 3 and plans.in_channels == 7 and len(plans.patch_size) == 2
     assert plans.normalization == [{"scheme": "zscore"}]  # T2 is not CT
-    assert plans.anchors["z_base_sizes"] is None and plans.anchors["coverage"] >= 0.99
-    assert min(plans.anchors["base_sizes"]) < 12  # lesions of 4-12 mm at 0.5 mm are 8-24 px
+    assert plans.anchors.z_base_sizes is None and plans.anchors.coverage >= 0.99
+    assert min(plans.anchors.base_sizes) < 12  # lesions of 4-12 mm at 0.5 mm are 8-24 px
     assert all(p <= 96 for p in plans.patch_size)
     three_d = plan_from_fingerprint(fp, mode="3d", budget=cpu_budget(3))
-    assert three_d.dim == 3 and three_d.network["strides"][0][0] == 1  # 5 mm axis is not pooled early
+    assert three_d.dim == 3 and three_d.network.strides[0][0] == 1  # 5 mm axis is not pooled early
 
 
 @pytest.mark.parametrize("dim,spacing", [(2, (1.0, 1.0)), (3, (1.0, 1.0, 1.0)), (3, (2.5, 0.7, 0.7))])
@@ -197,6 +197,12 @@ def test_anchor_shapes_match_anchor_generator():
     assert np.allclose(np.sort(ours, axis=0), np.sort(theirs, axis=0))
 
 
+def _plan_error(task, override, capsys):
+    capsys.readouterr()
+    assert plan_main(["-t", task.name, "--override", override]) == 1
+    return capsys.readouterr().err
+
+
 def test_rud_plan_cli_rerun_overrides_and_bad_dataset(toy2d, tmp_path, monkeypatch, capsys):
     task = shutil.copytree(toy2d[0], tmp_path / toy2d[0].name)
     monkeypatch.setenv("RUD_DATA", str(tmp_path))
@@ -212,8 +218,10 @@ def test_rud_plan_cli_rerun_overrides_and_bad_dataset(toy2d, tmp_path, monkeypat
     assert "needs 3D images" in capsys.readouterr().err
     assert plan_main(["-t", task.name, "--override", "training.epochs=3", "--override", "batch_size=4"]) == 0
     plans = load_plans(plans_file)
-    assert plans.training["epochs"] == 3 and plans.batch_size == 4
-    assert plans["reasons"]["training.epochs"] == "set by --override"
+    assert plans.training.epochs == 3 and plans.batch_size == 4
+    assert plans.reasons["training.epochs"] == "set by --override"
+    assert plans.reasons["training"].startswith("training.epochs set by --override; planned:")  # not stale
+    assert "training.epochs must be a positive integer, got -3" in _plan_error(task, "training.epochs=-3", capsys)
     assert plan_main(["-t", task.name, "--override", "patch_size=[100,100]"]) == 1  # not a stride multiple
     assert "divisible" in capsys.readouterr().err
     (task / "raw_splitted" / "labelsTr" / "case_0000.json").write_text('{"instances": {}}')
@@ -225,9 +233,9 @@ def test_rud_plan_cli_rerun_overrides_and_bad_dataset(toy2d, tmp_path, monkeypat
 def test_inference_tile_whole_image_on_cpu_training_patch_on_gpu(toy2d):
     _, fp = toy2d
     cpu = plan_from_fingerprint(fp, budget=cpu_budget(2))
-    assert cpu.patch_size[0] < 320 and cpu.inference["patch_size"] == [320, 320]
-    assert "whole median image" in cpu["reasons"]["inference_patch"]
+    assert cpu.patch_size[0] < 320 and cpu.inference.patch_size == [320, 320]
+    assert "whole median image" in cpu.reasons["inference_patch"]
     gpu = plan_from_fingerprint(fp, budget=gpu_budget(11))
-    assert gpu.inference["patch_size"] == gpu.patch_size
-    stride = cumulative(cpu.network["strides"])
-    assert all(p % s == 0 for p, s in zip(cpu.inference["patch_size"], stride))
+    assert gpu.inference.patch_size == gpu.patch_size
+    stride = cumulative_stride(cpu.network.strides)
+    assert all(p % s == 0 for p, s in zip(cpu.inference.patch_size, stride))
