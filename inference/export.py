@@ -4,13 +4,9 @@ Coordinates, precisely:
 
 - ``box``: half-open extents ``[lo_0, lo_1, (lo_2), hi_0, hi_1, (hi_2)]`` in the original image's array
   index space (array order, e.g. z, y, x); voxel ``i`` spans ``[i, i+1)``. Mapped from the
-  preprocessed grid by the preprocessing room's ``box_to_original`` (undoes resampling and cropping).
+  preprocessed grid by :class:`retinaunet.coordinates.CaseCoordinates` (undoes resampling and cropping).
 - ``center_world``: SimpleITK physical point (x, y, z) in mm (LPS, the image's own frame) of the box
-  centre. SimpleITK's integer index ``i`` is the *centre* of voxel ``i``, which spans the continuous
-  indices ``i - 0.5 .. i + 0.5``; a half-open box ``[lo, hi)`` therefore spans ``lo - 0.5 .. hi - 0.5``
-  and its centre is the continuous index ``(lo + hi) / 2 - 0.5``, mapped with
-  ``Geometry.index_to_world`` (= ``TransformContinuousIndexToPhysicalPoint``).
-- ``size_mm``: ``(hi - lo) * spacing`` along the array axes (array order).
+  centre, and ``size_mm``: ``(hi - lo) * spacing`` along the array axes (see :mod:`retinaunet.coordinates`).
 
 ``--save-seg`` writes ``<case>_seg.nii.gz`` (argmax of the segmentation output: 0 background, c+1 for
 class c) and ``--save-boxes`` writes ``<case>_boxes.nii.gz`` where the voxels whose centres lie in box k
@@ -28,59 +24,31 @@ from typing import Any
 
 import numpy as np
 
-from inference.predictor import CasePrediction, Predictor
-from retinaunet.io import Geometry, atomic_path, read_json, write_image, write_json
+from inference.predictor import CasePrediction
+from retinaunet.coordinates import CaseCoordinates
+from retinaunet.io import atomic_path, read_json, write_image, write_json
 
-__all__ = ["boxes_to_original", "box_mask", "box_world", "export_case", "output_files", "predict_preprocessed",
+__all__ = ["boxes_to_original", "box_mask", "export_case", "output_files",
            "read_predictions", "seg_to_original", "write_run_csv"]
 
 AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 CSV_NAME = "predictions.csv"
 
 
-def _box_to_original(box: np.ndarray, props: dict[str, Any]) -> np.ndarray:
-    """``[..., 2*dim]`` preprocessed -> original index coordinates."""
-    from preprocessing.preprocess import box_to_original  # the preprocessing room owns the inverse mapping
-
-    return np.asarray(box_to_original(box, props), dtype=np.float64)
-
-
 def boxes_to_original(boxes: np.ndarray, props: dict[str, Any]) -> np.ndarray:
     """Boxes ``[K, 2*dim]`` of the preprocessed grid -> original index space, clipped to the image."""
-    dim = len(props["original"]["shape"])
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * dim)
-    out = _box_to_original(boxes, props).reshape(-1, 2 * dim)
-    shape = np.asarray(props["original"]["shape"], dtype=np.float64)
-    return np.clip(out, 0, np.concatenate([shape, shape]))
-
-
-def box_world(boxes: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    """World centres ``[K, dim]`` (x, y, z mm) and sizes ``[K, dim]`` (mm, array order) of original boxes."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * geometry.dim)
-    lo, hi = boxes[:, : geometry.dim], boxes[:, geometry.dim:]
-    centre = geometry.index_to_world((lo + hi) / 2 - 0.5).reshape(-1, geometry.dim)
-    return centre, (hi - lo) * np.asarray(geometry.spacing)
-
-
-def _axis_map(props: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Per axis ``orig = a * pre + b`` for box edges, read off ``box_to_original`` of the full extent."""
-    shape = np.asarray(props["shape"], dtype=np.float64)
-    full = _box_to_original(np.concatenate([np.zeros_like(shape), shape]), props)
-    dim = len(shape)
-    a = (full[dim:] - full[:dim]) / shape
-    return a, full[:dim]
+    return CaseCoordinates.from_props(props).to_original(boxes)
 
 
 def seg_to_original(seg: np.ndarray, props: dict[str, Any]) -> np.ndarray:
     """Label map ``[*S]`` of the preprocessed grid -> ``uint8[*original shape]`` (nearest voxel, 0 outside
     the crop), consistent with the box mapping: original voxel i takes the preprocessed voxel holding
     its centre (edge coordinate i + 0.5)."""
-    a, b = _axis_map(props)
-    shape = [int(s) for s in props["original"]["shape"]]
-    out = np.zeros(shape, dtype=np.uint8)
+    coords = CaseCoordinates.from_props(props)
+    out = np.zeros(coords.original.shape, dtype=np.uint8)
     index, region = [], []
-    for axis, n_orig in enumerate(shape):
-        j = np.floor((np.arange(n_orig) + 0.5 - b[axis]) / a[axis]).astype(np.int64)
+    for axis in range(coords.dim):
+        j = coords.original_index_of(axis)
         valid = np.flatnonzero((j >= 0) & (j < seg.shape[axis]))
         if valid.size == 0:
             return out
@@ -126,11 +94,12 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
     """Write ``<out_dir>/<case>.json`` (and the optional NIfTI masks); returns the JSON's path."""
     out_dir = Path(out_dir)
     case = str(props["case"])
-    geometry = Geometry.from_dict(props["original"])
-    boxes = boxes_to_original(pred.boxes, props)
+    coords = CaseCoordinates.from_props(props)
+    geometry = coords.original
+    boxes = coords.to_original(pred.boxes)
     order = np.argsort(-np.asarray(pred.scores), kind="stable")
     boxes, scores, labels = boxes[order], np.asarray(pred.scores)[order], np.asarray(pred.labels)[order]
-    centres, sizes = box_world(boxes, geometry)
+    centres, sizes = coords.to_world(boxes)
     entries = []
     for box, score, label, centre, size in zip(boxes, scores, labels, centres, sizes):
         entry = {"class": int(label), "score": float(score), "box": [float(v) for v in box],
@@ -147,20 +116,6 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
     if save_boxes:
         write_image(box_mask(boxes, geometry.shape), geometry, out_dir / f"{case}_boxes.nii.gz")
     return write_json(doc, out_dir / f"{case}.json")
-
-
-def predict_preprocessed(predictor: Predictor, data: np.ndarray, props: dict[str, Any],
-                         out_dir: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
-                         save_seg: bool = False, save_boxes: bool = False) -> CasePrediction:
-    """Predict an already preprocessed case (``data: [C, *S]`` and its preprocessing json ``props``) and,
-    when ``out_dir`` is given, export it (validation and test cases of the trainer)."""
-    if tuple(data.shape[1:]) != tuple(props.get("shape", data.shape[1:])):
-        raise ValueError(f"{props.get('case')}: data shape {tuple(data.shape[1:])} differs from its json's "
-                         f"{tuple(props['shape'])}; preprocess the case again")
-    pred = predictor.predict_case(data, name=str(props.get("case", "case")))
-    if out_dir is not None:
-        export_case(pred, props, out_dir, class_names, save_seg, save_boxes)
-    return pred
 
 
 def read_predictions(out_dir: str | os.PathLike) -> list[dict[str, Any]]:

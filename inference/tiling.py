@@ -127,17 +127,3 @@ def extract_tile(image: np.ndarray, start: Sequence[int], patch_size: Sequence[i
     src, dst = tile_slices(start, patch_size, image.shape[1:])
     tile[(slice(None), *dst)] = image[(slice(None), *src)]
     return tile
-
-
-def context_slice(data: np.ndarray, z: int, context: int) -> np.ndarray:
-    """2dc input of slice ``z``: ``float32[C * (2k+1), Y, X]`` from ``data: [C, Z, Y, X]``.
-
-    Channels are modality-major (``channel = m * (2k+1) + (dz + k)``, ``dz = -k..k``); slices outside
-    the volume are zero.
-    """
-    c, nz = data.shape[0], data.shape[1]
-    width = 2 * context + 1
-    out = np.zeros((c, width, *data.shape[2:]), dtype=np.float32)
-    lo, hi = max(0, z - context), min(nz, z + context + 1)
-    out[:, lo - (z - context): hi - (z - context)] = data[:, lo:hi]
-    return out.reshape(c * width, *data.shape[2:])

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from preprocessing.crop import nonzero_box
-from preprocessing.parallel import run_parallel
 from retinaunet.boxes import boxes_from_instance_map
+from retinaunet.crop import nonzero_box
 from retinaunet.dataset import Case, list_cases, load_dataset_info
 from retinaunet.io import read_case, read_json, read_label, write_json
 from retinaunet.layout import TaskPaths
+from retinaunet.parallel import run_parallel
 
 __all__ = ["compute_fingerprint", "fingerprint_case", "load_or_compute_fingerprint", "raw_signature",
            "FINGERPRINT_VERSION"]

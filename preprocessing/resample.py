@@ -21,25 +21,15 @@ from loguru import logger
 from scipy import ndimage
 
 from preprocessing.spline import apply_taps, prefilter_axis
+from retinaunet.coordinates import scale_factors
 
 __all__ = [
-    "scale_factors",
     "resampled_shape",
     "resample_image",
     "resample_array",
     "resample_labels",
     "source_coordinates",
 ]
-
-def scale_factors(spacing: Sequence[float], target_spacing: Sequence[float]) -> np.ndarray:
-    """f = target / original per axis: one output voxel spans f original voxels.
-
-    Factors within 1e-5 of 1 are exactly 1 (spacings stored as float32 in image headers differ from
-    the planned spacing in the 8th digit; such an axis is not resampled).
-    """
-    f = np.asarray(target_spacing, dtype=np.float64) / np.asarray(spacing, dtype=np.float64)
-    return np.where(np.abs(f - 1.0) < 1e-5, 1.0, f)
-
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float],
                     target_spacing: Sequence[float]) -> tuple[int, ...]:

@@ -1,9 +1,8 @@
 """`rud_preprocess` as a function: every training case of a task, in parallel, resumable, atomic.
 
-Store (contract): ``preprocessed/<plan>/<case>.npy`` float32 [C, *S], ``<case>_seg.npy`` int32 [*S],
-``<case>.json`` properties. The json is written last and carries a key of the inputs (raw files,
-preprocessing-relevant plans entries, code version); a case is up to date when its json exists with
-the current key and both arrays exist. Before a case is redone its json is removed, so an
+Cases are written through the preprocessed store (:mod:`retinaunet.store`); each case's json carries a
+key of its inputs (raw files, preprocessing-relevant plans entries, code version), and a case is up to
+date when it is complete with the current key. Before a case is redone its json is removed, so an
 interrupted run leaves nothing that a rerun trusts.
 """
 
@@ -19,11 +18,12 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from preprocessing.parallel import run_parallel
 from preprocessing.preprocess import preprocess_case
+from retinaunet import store
 from retinaunet.dataset import Case, list_cases
-from retinaunet.io import read_case, read_json, read_label, save_npy, write_json
+from retinaunet.io import read_case, read_label
 from retinaunet.layout import TaskPaths
+from retinaunet.parallel import run_parallel
 from retinaunet.plans import Plans, load_plans
 
 __all__ = ["preprocess_task", "preprocess_one", "case_key", "PreprocessReport", "PREPROCESS_VERSION"]
@@ -48,40 +48,23 @@ def case_key(case: Case, plans: Plans) -> str:
         if f is not None and Path(f).exists():
             st = os.stat(f)
             h.update(f"{Path(f).name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    relevant = {"v": PREPROCESS_VERSION, "target_spacing": plans["target_spacing"],
-                "normalization": plans["normalization"]}
+    relevant = {"v": PREPROCESS_VERSION, "target_spacing": plans.target_spacing,
+                "normalization": plans.normalization}
     h.update(json.dumps(relevant, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def _paths(out_dir: Path, name: str) -> tuple[Path, Path, Path]:
-    return out_dir / f"{name}.npy", out_dir / f"{name}_seg.npy", out_dir / f"{name}.json"
-
-
-def _up_to_date(out_dir: Path, case: Case, key: str) -> bool:
-    data, seg, meta = _paths(out_dir, case.name)
-    if not (meta.exists() and data.exists() and seg.exists()):
-        return False
-    try:
-        return read_json(meta).get("key") == key
-    except Exception:  # noqa: BLE001 - unreadable: redo
-        return False
-
-
-def preprocess_one(item: tuple[Case, dict[str, Any], str, str]) -> dict[str, Any]:
-    """Preprocess and store one case (worker function): item = (case, plans dict, out dir, key)."""
+def preprocess_one(item: tuple[Case, Plans, str, str]) -> dict[str, Any]:
+    """Preprocess and store one case (worker function): item = (case, plans, out dir, key)."""
     case, plans, out_dir, key = item
-    data_file, seg_file, meta_file = _paths(Path(out_dir), case.name)
-    meta_file.unlink(missing_ok=True)  # from here on, the case is not trusted until its json is back
+    store.invalidate(out_dir, case.name)  # from here on, the case is not trusted until its json is back
     images, geom = read_case(case.images)
     inst, mapping = (read_label(case.label, case.label_json) if case.label is not None
                      else (np.zeros(images.shape[1:], np.int32), {}))
     data, seg, props = preprocess_case(images, geom, plans, inst, mapping, case=case.name)
     del images, inst
-    save_npy(data, data_file)
-    save_npy(seg, seg_file)
     props["key"] = key
-    write_json(props, meta_file)
+    store.save_case(out_dir, case.name, data, seg, props)
     return {"case": case.name, "shape": props["shape"], "objects": len(props["boxes"])}
 
 
@@ -100,10 +83,10 @@ def preprocess_task(task: str | int | os.PathLike, workers: int = 2, force: bool
     todo = []
     for case in list_cases(paths.root, "train"):
         key = case_key(case, plans)
-        if not force and _up_to_date(out_dir, case, key):
+        if not force and store.is_current(out_dir, case.name, key):
             report.skipped.append(case.name)
         else:
-            todo.append((case, dict(plans), str(out_dir), key))
+            todo.append((case, plans, str(out_dir), key))
     if report.skipped:
         logger.info(f"{len(report.skipped)} case(s) up to date, skipped (--force redoes them)")
     for item, _, error in run_parallel(preprocess_one, todo, workers, "preprocess"):

@@ -22,9 +22,9 @@ from retinaunet.io import read_json
 from retinaunet.layout import TaskPaths
 from retinaunet.models import build_model
 from retinaunet.plans import load_plans
+from retinaunet.store import ground_truth
 from retinaunet.toy import Toy2DConfig, Toy3DConfig, write_toy_task
 from retinaunet.training.cli import main as rud_train
-from retinaunet.training.trainer import ground_truth
 
 
 def _val_map(paths: TaskPaths, model: torch.nn.Module, plans) -> float:

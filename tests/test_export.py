@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.export import box_mask, box_world, export_case, seg_to_original, write_run_csv
+from inference.export import box_mask, export_case, seg_to_original, write_run_csv
 from inference.predictor import CasePrediction
 from preprocessing.preprocess import preprocess_case
+from retinaunet.coordinates import box_world
 from retinaunet.io import Geometry
 from retinaunet.plans import make_test_plans
 
@@ -136,7 +137,7 @@ def test_round_trip_through_preprocessing(tmp_path):
     image[inst > 0] = 5.0
     geometry = Geometry.from_image(sitk_image())
     plans = make_test_plans(dim=3)
-    plans["target_spacing"] = [5.0, 1.4, 0.9]
+    plans.target_spacing = [5.0, 1.4, 0.9]
     data, seg, props = preprocess_case(image[None], geometry, plans, inst, {1: 0}, case="rt")
     pre_box = np.asarray(props["boxes"]["1"], dtype=float)
     pred = CasePrediction(pre_box[None], np.array([0.9]), np.array([0]), (seg > 0).astype(np.uint8))

@@ -15,8 +15,9 @@ import torch
 import retinaunet.training.batch as batch_module
 from retinaunet.boxes import boxes_from_instance_map
 from retinaunet.plans import make_test_plans
+from retinaunet.store import read_region
 from retinaunet.training.batch import TrainBatch
-from retinaunet.training.loader import PatchLoader, PatchSampler, make_train_loader, read_case_info, read_region
+from retinaunet.training.loader import PatchLoader, PatchSampler, make_train_loader, read_case_info
 
 
 def write_case(folder, name, shape, objects, channels=1, image=None):

@@ -11,13 +11,14 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from preprocessing.cli import main as preprocess_main
-from preprocessing.crop import nonzero_box
 from preprocessing.normalize import normalize_channel
-from preprocessing.preprocess import box_to_original, box_to_preprocessed, box_to_world, preprocess_case
+from preprocessing.preprocess import preprocess_case
 from preprocessing.resample import resample_array, resample_labels, resampled_shape, source_coordinates
 from preprocessing.task import preprocess_task
+from retinaunet.coordinates import CaseCoordinates
+from retinaunet.crop import nonzero_box
 from retinaunet.io import Geometry, read_case
-from retinaunet.plans import make_test_plans, save_plans
+from retinaunet.plans import Plans, make_test_plans, save_plans
 from retinaunet.toy import Toy3DConfig, write_toy_task
 
 
@@ -91,29 +92,37 @@ def _oblique_case():
     return img, inst, geom
 
 
+def _plans(target_spacing: list[float]) -> Plans:
+    plans = make_test_plans(dim=3)
+    plans.target_spacing = target_spacing
+    return plans
+
+
 def test_box_round_trip_lands_on_the_original_voxels():
     img, inst, geom = _oblique_case()
-    plans = {"target_spacing": [1.5, 1.0, 1.0], "normalization": [{"scheme": "zscore"}]}
+    plans = _plans([1.5, 1.0, 1.0])
     data, seg, props = preprocess_case(img[None], geom, plans, inst, {1: 0}, case="oblique")
+    coords = CaseCoordinates.from_props(props)
     assert props["crop"] == [[2, 18], [6, 56], [4, 48]]
     assert data.shape == (1, 32, 25, 22) and seg.shape == (32, 25, 22)
     box = np.asarray(props["boxes"]["1"])
-    assert np.array_equal(box_to_original(box, props), [6, 20, 10, 10, 32, 22])  # exactly the object's voxels
-    assert np.allclose(box_to_preprocessed(box_to_original(box, props), props), box)
+    assert np.array_equal(coords.to_original(box)[0], [6, 20, 10, 10, 32, 22])  # exactly the object's voxels
+    assert np.allclose(coords.to_preprocessed(coords.to_original(box))[0], box)
     # world: the centre agrees with SimpleITK's own index -> physical mapping of the original image
     image = sitk.GetImageFromArray(img)
     geom.apply_to(image)
-    centre, size = box_to_world(box_to_original(box, props), geom)
+    centre, size = coords.to_world(coords.to_original(box))
+    centre, size = centre[0], size[0]
     expected = image.TransformContinuousIndexToPhysicalPoint([15.5, 25.5, 7.5])  # (x, y, z) voxel centre
     assert np.allclose(centre, expected) and np.allclose(size, [12.0, 6.0, 6.0])
 
 
 def test_box_inverse_with_uneven_factors_is_within_half_an_output_voxel():
     img, inst, geom = _oblique_case()
-    plans = {"target_spacing": [1.1, 0.7, 1.3], "normalization": [{"scheme": "zscore"}]}
+    plans = _plans([1.1, 0.7, 1.3])
     _, _, props = preprocess_case(img[None], geom, plans, inst, {1: 0})
-    back = box_to_original(np.asarray(props["boxes"]["1"]), props)
-    f = np.tile(np.asarray(plans["target_spacing"]) / np.asarray(geom.spacing), 2)
+    back = CaseCoordinates.from_props(props).to_original(np.asarray(props["boxes"]["1"]), clip=False)[0]
+    f = np.tile(np.asarray(plans.target_spacing) / np.asarray(geom.spacing), 2)
     assert np.all(np.abs(back - np.array([6, 20, 10, 10, 32, 22])) <= f / 2 + 1e-9)
 
 
@@ -125,8 +134,8 @@ def test_nonzero_box_whole_image_when_empty():
 def toy_task(tmp_path):
     task = write_toy_task("spheres", tmp_path, config=Toy3DConfig(num_train=4, num_test=1), progress=False)
     plans = make_test_plans(dim=3)
-    plans["target_spacing"] = [2.0, 1.0, 1.0]
-    plans["normalization"] = [{"scheme": "ct", "clip": [-500.0, 500.0], "mean": 0.0, "std": 200.0}]
+    plans.target_spacing = [2.0, 1.0, 1.0]
+    plans.normalization = [{"scheme": "ct", "clip": [-500.0, 500.0], "mean": 0.0, "std": 200.0}]
     save_plans(plans, task / "plans.json")
     return task
 

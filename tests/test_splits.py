@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from retinaunet import store
 from retinaunet.layout import TaskPaths
 from retinaunet.training.splits import (
     SplitsError,
-    case_classes_from_dir,
     load_or_create_splits,
     make_splits,
     validate_splits,
@@ -123,4 +123,4 @@ def test_case_classes_from_dir(tmp_path):
         np.save(tmp_path / f"{name}.npy", np.zeros((1, 4, 4), np.float32))
         (tmp_path / f"{name}.json").write_text(json.dumps({"instances": inst}))
     (tmp_path / "other.json").write_text("{}")
-    assert case_classes_from_dir(tmp_path) == {"a": {0, 1}, "b": set()}
+    assert store.case_classes(tmp_path) == {"a": {0, 1}, "b": set()}

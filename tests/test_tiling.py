@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.tiling import TileGrid, context_slice, extract_tile, tile_slices, tile_starts
+from inference.tiling import TileGrid, extract_tile, tile_slices, tile_starts
+from retinaunet.store import context_slice
 
 
 @pytest.mark.parametrize("size,patch,overlap", [(100, 32, 0.5), (64, 32, 0.5), (33, 32, 0.5), (97, 16, 0.25),

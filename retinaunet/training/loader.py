@@ -29,8 +29,8 @@ from loguru import logger
 from threadpoolctl import threadpool_limits
 
 from retinaunet.boxes import boxes_from_instance_map
-from retinaunet.io import read_json
 from retinaunet.plans import Plans
+from retinaunet.store import case_files, context_channels, context_region, load_case, load_seg, read_region
 from retinaunet.training.augmentation import AugmentationParams, build_transforms, default_augmentation, sample_size
 from retinaunet.training.batch import TargetsTransform, TrainBatch, to_train_batch
 
@@ -52,38 +52,18 @@ class CaseInfo:
 
 def read_case_info(folder: str | os.PathLike, name: str) -> CaseInfo:
     """Header, instance classes and boxes of ``<folder>/<name>``; reads no image data."""
-    folder = Path(folder)
-    data_file, seg_file, meta_file = folder / f"{name}.npy", folder / f"{name}_seg.npy", folder / f"{name}.json"
-    for f in (data_file, seg_file, meta_file):
+    files = case_files(folder, name)
+    for f in (files.data, files.seg, files.props):
         if not f.exists():
             raise FileNotFoundError(f"{f} not found: run rud_preprocess for this plan")
-    data = np.load(data_file, mmap_mode="r")
-    meta = read_json(meta_file)
+    data, meta = load_case(folder, name)
     classes = {int(k): int(v) for k, v in meta.get("instances", {}).items()}
     if "boxes" in meta:
         boxes = {int(k): np.asarray(v, dtype=float) for k, v in meta["boxes"].items()}
     else:
-        boxes = {k: v.astype(float) for k, v in boxes_from_instance_map(np.load(seg_file, mmap_mode="r")).items()}
+        boxes = {k: v.astype(float) for k, v in boxes_from_instance_map(load_seg(folder, name)).items()}
     boxes = {k: v for k, v in boxes.items() if k in classes}
-    return CaseInfo(name, data_file, seg_file, tuple(data.shape[1:]), int(data.shape[0]), classes, boxes)
-
-
-def read_region(array: np.ndarray, lo: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """``array[..., lo:lo + size]`` over the last ``len(lo)`` axes, zero where the region leaves the array.
-
-    Slices only the region, so a memory-mapped array reads just those bytes.
-    """
-    nd = len(lo)
-    out = np.zeros(array.shape[:-nd] + tuple(int(s) for s in size), dtype=array.dtype)
-    src, dst = [], []
-    for start, length, extent in zip(lo, size, array.shape[-nd:]):
-        a, b = max(int(start), 0), min(int(start) + int(length), extent)
-        if b <= a:
-            return out
-        src.append(slice(a, b))
-        dst.append(slice(a - int(start), b - int(start)))
-    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
-    return out
+    return CaseInfo(name, files.data, files.seg, tuple(data.shape[1:]), int(data.shape[0]), classes, boxes)
 
 
 @dataclass(frozen=True)
@@ -162,9 +142,8 @@ class PatchSampler:
         seg = np.load(case.seg_file, mmap_mode="r")
         lo = self.origin(choice)
         if self.slices:
-            k, size = self.context, self.region_size
-            image = read_region(data, [lo[0] - k, *lo[1:]], [2 * k + 1, *size]).reshape(-1, *size)
-            inst = read_region(seg, lo, [1, *size])[0]
+            image = context_region(data, lo, self.region_size, self.context)
+            inst = read_region(seg, lo, [1, *self.region_size])[0]
         else:
             image = read_region(data, lo, self.region_size)
             inst = read_region(seg, lo, self.region_size)
@@ -292,6 +271,15 @@ class TrainLoader:
             pass
 
 
+def resolve_workers(setting: int | None, device: str = "cpu") -> int:
+    """Loader processes: ``setting`` when given, else chosen for this machine (plans travel between machines):
+    on a GPU up to 8, leaving a core for the training process; on a CPU at most 2, leaving 2 cores to it."""
+    if setting is not None:
+        return int(setting)
+    cpus = os.cpu_count() or 1
+    return min(8, cpus - 1) if str(device).startswith("cuda") else max(0, min(2, cpus - 2))
+
+
 def make_train_loader(preprocessed_dir: str | os.PathLike, case_names: Sequence[str], plans: Plans,
                       num_workers: int | None = None, seed: int = 0, augment: bool = True, *,
                       batch_size: int | None = None, augmentation: AugmentationParams | None = None,
@@ -303,19 +291,17 @@ def make_train_loader(preprocessed_dir: str | os.PathLike, case_names: Sequence[
     :func:`default_augmentation` (ignored when ``augment`` is False). timeout: seconds without a batch after
     which the workers count as stuck.
     """
-    plans = Plans(plans)
-    workers = int(plans.training.get("num_workers", 0) if num_workers is None else num_workers)
+    workers = resolve_workers(plans.training.num_workers if num_workers is None else num_workers)
     cases = [read_case_info(preprocessed_dir, name) for name in case_names]
     params = (augmentation or default_augmentation(plans)) if augment else None
     patch = plans.patch_size
     context = plans.context_slices if plans.mode == "2dc" else 0
     sampler = PatchSampler(cases, patch, sample_size(patch, params), context=context)
-    channels = cases[0].channels * (2 * context + 1)
+    channels = context_channels(cases[0].channels, context)
     if channels != plans.in_channels:
         raise ValueError(f"{cases[0].data_file} gives {channels} input channels but the plans expect "
                          f"{plans.in_channels}: rerun rud_preprocess for this plan")
-    fraction = float(plans.training.get("foreground_fraction", 0.5))
-    loader = PatchLoader(sampler, batch_size or plans.batch_size, fraction, seed=seed)
+    loader = PatchLoader(sampler, batch_size or plans.batch_size, plans.training.foreground_fraction, seed=seed)
     transform = Compose([*build_transforms(patch, params), TargetsTransform()])
     logger.debug(f"training loader: {len(cases)} cases, {len(sampler.classes)} classes with objects, patch {patch}, "
                  f"region {sampler.region_size}, {workers} workers")

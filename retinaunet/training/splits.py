@@ -130,16 +130,3 @@ def load_or_create_splits(task_paths: TaskPaths | str | os.PathLike, case_classe
     write_json(splits, path)
     logger.info(f"wrote {n_folds} stratified folds of {len(case_classes)} cases to {path}")
     return splits
-
-
-def case_classes_from_dir(preprocessed_dir: str | os.PathLike) -> dict[str, set[int]]:
-    """{case: classes present} from the ``<case>.json`` files of a preprocessed folder (those with a
-    ``<case>.npy`` beside them)."""
-    folder = Path(preprocessed_dir)
-    result: dict[str, set[int]] = {}
-    for meta in sorted(folder.glob("*.json")):
-        if not (folder / f"{meta.stem}.npy").exists():
-            continue
-        instances = read_json(meta).get("instances", {})
-        result[meta.stem] = {int(c) for c in instances.values()}
-    return result
