@@ -1,7 +1,7 @@
 """``rud_predict``: predict a folder of new images with a trained model folder.
 
 Three layers: :func:`main` only parses arguments; :func:`predict_folder` does a whole run and is
-callable from the trainer, tests and notebooks; :class:`inference.predictor.Predictor` does the work.
+callable from tests and notebooks; :class:`inference.pipeline.PredictionRun` does the work.
 A run needs only the model folder (its copy of plans.json and the checkpoints), not the training data.
 """
 
@@ -17,13 +17,14 @@ import torch
 from loguru import logger
 from tqdm import tqdm
 
-from inference.export import CSV_NAME, boxes_to_original, export_case, output_files, write_run_csv
+from inference.export import CSV_NAME, output_files
 from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
-from inference.models import ModelFolderError, load_models
-from inference.predictor import Predictor
+from inference.pipeline import PredictionRun
+from retinaunet.coordinates import CaseCoordinates
 from retinaunet.dataset import MODALITY_PATTERN
 from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, strip_image_suffix
 from retinaunet.layout import LayoutError, TaskPaths
+from retinaunet.model_folder import ModelFolder, ModelFolderError
 from retinaunet.plans import Plans, PlansError, load_plans
 
 __all__ = ["InputError", "OutputExistsError", "find_input_cases", "main", "parse_shard", "predict_folder",
@@ -81,7 +82,7 @@ def find_input_cases(input_dir: str | os.PathLike, plans: Plans) -> dict[str, li
     for case, mods in sorted(files.items()):
         for mod in range(n_mod):
             if mod not in mods:
-                name = plans.get("modalities", {}).get(str(mod), "")
+                name = plans.modalities.get(str(mod), "")
                 raise InputError(f"{input_dir / f'{case}_{mod:04d}.nii.gz'}: missing modality {mod} ({name}) of "
                                  f"case '{case}'; add the file")
     return {case: [mods[m] for m in range(n_mod)] for case, mods in sorted(files.items())}
@@ -118,11 +119,8 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     ``overwrite``: every output is checked before the first case runs. Shards of one run share the
     CSV (each shard rewrites it from the JSONs present when it ends).
     """
-    model_dir, output_dir = Path(model_dir), Path(output_dir)
-    plans_file = model_dir / "plans.json"
-    if not plans_file.exists():
-        raise ModelFolderError(f"{plans_file}: missing; a model folder needs its copy of plans.json")
-    plans = load_plans(plans_file)
+    folder, output_dir = ModelFolder(Path(model_dir)), Path(output_dir)
+    plans = folder.load_plans()
     cases = find_input_cases(input_dir, plans)
     names = shard_cases(list(cases), *shard)
     for name in names:
@@ -135,24 +133,23 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace, or choose another -o")
-    models, plans = load_models(model_dir, folds, device)
-    predictor = Predictor(models, plans, device=device, mirror=mirror, consolidation=consolidation,
-                          batch_size=batch_size, keep_seg=save_seg, progress=progress)
+    models, plans = folder.load_models(folds, device)
+    run = PredictionRun(models, plans, device, out_dir=output_dir, save_seg=save_seg, save_boxes=save_boxes,
+                        predictor_options={"mirror": mirror, "consolidation": consolidation,
+                                           "batch_size": batch_size, "progress": progress})
     logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
-                f"{len(models)} model(s) x {len(predictor.views)} view(s) -> {output_dir}")
-    written, panels = [], []
+                f"{len(models)} model(s) x {len(run.predictor.views)} view(s) -> {output_dir}")
+    panels = []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
         images, geometry = read_case(cases[name])
         data, _, props = _preprocess(images, geometry, plans, name)
         del images
-        props = {**props, "case": name}
-        pred = predictor.predict_case(data, name=name)
-        written.append(export_case(pred, props, output_dir, plans.class_names, save_seg, save_boxes))
+        pred = run.case(data, {**props, "case": name})
         if shard[1] == 1 and len(panels) < GALLERY_CASES:  # read again: the volume is not kept during prediction
-            panels.append(gallery_panel(name, read_image(cases[name][0])[0], boxes_to_original(pred.boxes, props),
+            panels.append(gallery_panel(name, read_image(cases[name][0])[0],
+                                        CaseCoordinates.from_props(props).to_original(pred.boxes),
                                         pred.scores, pred.labels))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_run_csv(output_dir)
+    written = run.finish()
     if panels:
         write_gallery(panels, plans.class_names, output_dir / GALLERY_NAME)
     return written

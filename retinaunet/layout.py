@@ -13,6 +13,8 @@ from pathlib import Path
 
 TASK_PATTERN = re.compile(r"^Task(\d{3})_([A-Za-z0-9][A-Za-z0-9_\-]*)$")
 
+FOLD_NAME = "fold{}"  # a fold of a model folder: models/<model>_<plan>/fold<k>
+
 
 class LayoutError(RuntimeError):
     """A path or task that cannot be resolved; the message says what to do."""
@@ -130,7 +132,8 @@ class TaskPaths:
         return self.root / "models" / f"{model}_{plan_name}"
 
     def fold_dir(self, model: str, plan_name: str, fold: int) -> Path:
-        return self.model_dir(model, plan_name) / f"fold{fold}"
+        """``models/<model>_<plan>/fold<k>``; its contents belong to :mod:`retinaunet.model_folder`."""
+        return self.model_dir(model, plan_name) / FOLD_NAME.format(int(fold))
 
     def predictions(self, run: str) -> Path:
         return self.root / "predictions" / run

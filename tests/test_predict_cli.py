@@ -17,8 +17,8 @@ from inference.cli import (
     predict_folder,
     shard_cases,
 )
-from inference.models import available_folds, checkpoint_files, load_models
 from retinaunet.io import write_json
+from retinaunet.model_folder import ModelFolder, checkpoint_state, save_checkpoint
 from retinaunet.models import build_model
 from retinaunet.plans import make_test_plans, save_plans
 
@@ -30,26 +30,24 @@ def save_plans_json(plans, path):
 
 def make_model_folder(task_dir, plans, name="retina_unet"):
     """A tiny trained-looking model folder: fold0 with two kept epochs, fold1 with only a last checkpoint."""
-    model_dir = task_dir / "models" / f"{name}_{plans.plan_name}"
-    save_plans_json(plans, model_dir / "plans.json")
+    folder = ModelFolder(task_dir / "models" / f"{name}_{plans.plan_name}")
     write_json({"task": plans.task, "dim": plans.data_dim, "labels": {"0": "a", "1": "b"},
                 "modalities": {"0": "CT"}}, task_dir / "dataset.json")
+    folder.write_plans(plans, task_dir / "dataset.json")
     torch.manual_seed(0)
 
-    def state():
+    def state(epoch):
         model = build_model(name, plans)
         torch.nn.init.zeros_(model.network.cls_head.out.bias)  # random scores near 1/3: boxes survive
-        return {"model": name, "plans": dict(plans), "state_dict": model.state_dict(), "epoch": 1}
+        return checkpoint_state(name, plans, model, epoch)
 
-    fold0 = model_dir / "fold0"
-    (fold0 / "checkpoints").mkdir(parents=True)
+    fold0 = folder.fold(0)
     for epoch in (3, 5):
-        torch.save(state(), fold0 / f"checkpoints/epoch_{epoch}.pt")
-    write_json({"epochs": [{"epoch": 5, "val_ap": 0.5, "file": "checkpoints/epoch_5.pt"},
-                           {"epoch": 3, "val_ap": 0.4, "file": "checkpoints/epoch_3.pt"}]}, fold0 / "best_epochs.json")
-    (model_dir / "fold1").mkdir()
-    torch.save(state(), model_dir / "fold1" / "checkpoint_last.pt")
-    return model_dir
+        save_checkpoint(state(epoch), fold0.path / fold0.epoch_file(epoch))
+    fold0.write_best([{"epoch": 5, "val_ap": 0.5, "file": fold0.epoch_file(5)},
+                      {"epoch": 3, "val_ap": 0.4, "file": fold0.epoch_file(3)}])
+    save_checkpoint(state(1), folder.fold(1).last_checkpoint)
+    return folder.path
 
 
 def write_image(path, array, spacing, origin=None, direction=None):
@@ -78,19 +76,20 @@ def test_shards_are_disjoint_and_cover_all():
 def test_model_folder_loading(tmp_path):
     plans = make_test_plans(dim=2, num_classes=2)
     model_dir = make_model_folder(tmp_path / "Task000_Test", plans)
-    assert available_folds(model_dir) == [0, 1]
-    assert [p.name for p in checkpoint_files(model_dir / "fold0")] == ["epoch_5.pt", "epoch_3.pt"]
-    assert [p.name for p in checkpoint_files(model_dir / "fold1")] == ["checkpoint_last.pt"]
-    models, loaded = load_models(model_dir)
+    folder = ModelFolder(model_dir)
+    assert folder.available_folds() == [0, 1]
+    assert [p.name for p in folder.fold(0).checkpoint_files()] == ["epoch_5.pt", "epoch_3.pt"]
+    assert [p.name for p in folder.fold(1).checkpoint_files()] == ["checkpoint_last.pt"]
+    models, loaded = folder.load_models()
     assert len(models) == 3 and loaded.plan_name == "2d" and not models[0].training
-    assert len(load_models(model_dir, [1])[0]) == 1
+    assert len(folder.load_models([1])[0]) == 1
     with pytest.raises(RuntimeError, match="not trained"):
-        load_models(model_dir, [4])
+        folder.load_models([4])
 
 
 def test_input_validation_names_the_file(tmp_path):
     plans = make_test_plans(dim=3)
-    plans["modalities"] = {"0": "CT", "1": "PET"}
+    plans.modalities = {"0": "CT", "1": "PET"}
     inp = tmp_path / "in"
     write_image(inp / "a_0000.nii.gz", np.zeros((4, 8, 8)), (1, 1, 1))
     with pytest.raises(InputError, match=r"a_0001\.nii\.gz: missing modality 1 \(PET\)"):
@@ -145,9 +144,9 @@ def test_end_to_end_rud_predict(tmp_path, kind):
         plans, shape, spacing = make_test_plans(dim=3, num_classes=2, patch_size=[8, 32, 32]), (8, 36, 32), (2, 1, 1)
     else:
         plans = make_test_plans(dim=2, num_classes=2, mode="2dc", in_channels=3)
-        plans["context_slices"] = 1
+        plans.context_slices = 1
         shape, spacing = (5, 64, 70), (2, 1, 1)
-    plans["target_spacing"] = list(spacing)
+    plans.target_spacing = list(spacing)
     task = tmp_path / "Task000_Test"
     make_model_folder(task, plans)
     save_plans_json(plans, task / "plans.json")
@@ -169,7 +168,7 @@ def test_end_to_end_rud_predict(tmp_path, kind):
 
 def test_refuses_to_overwrite(tmp_path, capsys):
     plans = make_test_plans(dim=2, num_classes=2)
-    plans["target_spacing"] = [1.0, 1.0]
+    plans.target_spacing = [1.0, 1.0]
     task = tmp_path / "Task000_Test"
     model_dir = make_model_folder(task, plans)
     inp, out = tmp_path / "images", tmp_path / "preds"

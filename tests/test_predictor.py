@@ -137,7 +137,7 @@ def test_wrong_channels_or_dims_are_refused():
 
 def test_2d_plan_on_3d_data_predicts_slices_and_merges_them():
     plans = make_test_plans(dim=2, num_classes=1, patch_size=[16, 16])
-    plans["data_dim"] = 3
+    plans.data_dim = 3
     data = np.zeros((1, 9, 20, 16), dtype=np.float32)
     data[0, 3:6, 5:9, 4:7] = 1.0
     out = Predictor([SpotDetector()], plans, keep_seg=True).predict_case(data)
@@ -148,7 +148,7 @@ def test_2d_plan_on_3d_data_predicts_slices_and_merges_them():
 
 def test_2dc_plan_feeds_context_slices_as_channels():
     plans = make_test_plans(dim=2, num_classes=1, patch_size=[16, 16], mode="2dc", in_channels=3)
-    plans["context_slices"] = 1
+    plans.context_slices = 1
     seen = []
 
     class Recorder(SpotDetector):
@@ -167,7 +167,7 @@ def test_2dc_plan_feeds_context_slices_as_channels():
 def test_real_tiny_model_predicts_a_whole_case(dim, patch, shape):
     torch.manual_seed(0)
     plans = make_test_plans(dim=dim, num_classes=2, patch_size=patch)
-    plans["inference"]["min_score"] = 0.0  # random weights: keep whatever comes out
+    plans.inference.min_score = 0.0  # random weights: keep whatever comes out
     model = build_model("retina_unet", plans)
     torch.nn.init.zeros_(model.network.cls_head.out.bias)  # no foreground prior: random scores near 1/3
     out = Predictor([model], plans, mirror=dim == 2, batch_size=4, keep_seg=True).predict_case(

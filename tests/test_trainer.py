@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from retinaunet.layout import TaskPaths
+from retinaunet.model_folder import load_checkpoint
 from retinaunet.plans import make_test_plans, save_plans
-from retinaunet.training.checkpoint import load_checkpoint
 from retinaunet.training.step import LossModule
 from retinaunet.training.trainer import Trainer, TrainingError, TrainOptions
 from tests.test_loader import write_case
@@ -29,7 +29,7 @@ def task(data_root):
         centre = tuple(int(v) for v in rng.integers(14, 50, 2))
         write_case(pre, f"case{i:02d}", (64, 64), [(centre, 7, i % 2)])
     plans = make_test_plans(dim=2, patch_size=[64, 64])
-    plans["task"] = root.name
+    plans.task = root.name
     plans.override("training.epochs", 2)
     plans.override("training.batches_per_epoch", 2)
     plans.override("training.learning_rate", 1e-3)

@@ -194,9 +194,11 @@ def evaluate_cv(
     ``out_dir`` unless it is None (``rud_evaluate --cv`` uses the model folder).
     """
     from retinaunet.layout import TaskPaths
+    from retinaunet.model_folder import ModelFolder
 
     paths = TaskPaths(Path(task_dir))
-    dirs = [paths.fold_dir(model, plan, k) / "test_predictions" for k in range(num_folds)]
+    folder = ModelFolder(paths.model_dir(model, plan))
+    dirs = [folder.fold(k).test_predictions for k in range(num_folds)]
     present = [d for d in dirs if d.is_dir()]
     for d in sorted(set(dirs) - set(present)):
         logger.warning(f"{d}: missing; its fold is left out of the pooled evaluation")

@@ -1,39 +1,16 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``.
+"""Random states for the last checkpoint of a fold (see :mod:`retinaunet.model_folder`).
 
-A checkpoint is a dict ``{"model": name, "plans": dict, "state_dict": ..., "epoch": E}``; the last
-checkpoint of a fold also carries the optimiser, the random states and the metric history so that a
-resumed run ends exactly like an uninterrupted one.
+The last checkpoint carries the optimiser, these random states and the metric history so that a resumed
+run ends exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from retinaunet.io import atomic_path
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(err).__name__}); "
-                           "it may be truncated: delete it and resume from an earlier one") from None
 
 
 def rng_state() -> dict[str, Any]:

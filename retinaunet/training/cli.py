@@ -8,6 +8,7 @@ import sys
 from loguru import logger
 
 from retinaunet.layout import LayoutError, TaskPaths
+from retinaunet.model_folder import ModelFolderError
 from retinaunet.plans import PlansError, apply_overrides, load_plans
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()
-    except (LayoutError, PlansError, TrainingError, ValueError, FileNotFoundError, KeyError) as err:
+    except (LayoutError, PlansError, TrainingError, ModelFolderError, ValueError, FileNotFoundError, KeyError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rud_train: {msg}", file=sys.stderr)
         return 1

@@ -18,15 +18,16 @@ import torch
 from loguru import logger
 from tqdm import tqdm
 
+from retinaunet import store
 from retinaunet.evaluation.ap import average_precision, mean_over_classes
-from retinaunet.io import read_json, write_json
 from retinaunet.layout import TaskPaths
+from retinaunet.model_folder import ModelFolder, ModelFolderError, checkpoint_state, load_checkpoint, save_checkpoint
 from retinaunet.models import build_model
-from retinaunet.plans import Plans, save_plans
-from retinaunet.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from retinaunet.plans import Plans
+from retinaunet.training.checkpoint import rng_state, set_rng_state
 from retinaunet.training.curves import plot_curves
 from retinaunet.training.distributed import DistContext, barrier
-from retinaunet.training.loader import make_train_loader
+from retinaunet.training.loader import make_train_loader, resolve_workers
 from retinaunet.training.splits import load_or_create_splits
 from retinaunet.training.step import LossModule, train_step
 
@@ -58,23 +59,6 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def case_classes(pre_dir: Path) -> dict[str, set[int]]:
-    """``{case: classes present}`` from the preprocessed case jsons."""
-    out = {}
-    for f in sorted(pre_dir.glob("*.json")):
-        props = read_json(f)
-        out[props.get("case", f.stem)] = {int(c) for c in props.get("instances", {}).values()}
-    return out
-
-
-def ground_truth(props: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (preprocessed coordinates) and classes of a preprocessed case json."""
-    ids = sorted(props.get("boxes", {}), key=int)
-    boxes = np.array([props["boxes"][i] for i in ids], dtype=np.float64).reshape(-1, 2 * dim)
-    labels = np.array([props["instances"][i] for i in ids], dtype=np.int64)
-    return boxes, labels
-
-
 class Trainer:
     """Trains fold ``opts.fold`` of a task with the task's plans (see module docstring)."""
 
@@ -83,10 +67,10 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self.device = pick_device(opts.device)
         self.amp = self.device.type == "cuda" if opts.amp is None else opts.amp
-        self.train_cfg = plans.training
         self.pre_dir = paths.preprocessed(plans.plan_name)
-        self.model_dir = paths.model_dir(opts.model, plans.plan_name)
-        self.fold_dir = paths.fold_dir(opts.model, plans.plan_name, opts.fold)
+        self.folder = ModelFolder(paths.model_dir(opts.model, plans.plan_name))
+        self.fold = self.folder.fold(opts.fold)
+        self.fold_dir = self.fold.path
         self.history: list[dict] = []
         self.best: list[dict] = []
         self.start_epoch = 0
@@ -94,9 +78,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- prepare
     def prepare(self) -> None:
-        if not self.pre_dir.is_dir() or not any(self.pre_dir.glob("*.npy")):
+        classes = store.case_classes(self.pre_dir)
+        if not classes:
             raise TrainingError(f"{self.pre_dir}: no preprocessed cases; run rud_preprocess -t {self.paths.name}")
-        classes = case_classes(self.pre_dir)
         if self.ctx.is_main:
             splits = load_or_create_splits(self.paths, classes, seed=self.opts.seed)
         barrier(self.ctx)
@@ -106,48 +90,37 @@ class Trainer:
             raise TrainingError(f"{self.paths.splits}: fold {self.opts.fold} does not exist "
                                 f"(folds 0..{len(splits) - 1})")
         self.split = splits[self.opts.fold]
-        last = self.fold_dir / "checkpoint_last.pt"
+        last = self.fold.last_checkpoint
         if self.ctx.is_main:
             if last.exists() and not (self.opts.resume or self.opts.force):
                 raise TrainingError(f"{self.fold_dir} already holds a training run: pass --resume to continue "
                                     "it or --force to start it over")
             if self.opts.force and not self.opts.resume and self.fold_dir.exists():
                 shutil.rmtree(self.fold_dir)
-            self._write_model_folder()
+            try:
+                self.folder.write_plans(self.plans, self.paths.dataset_file)
+            except ModelFolderError as err:
+                raise TrainingError(str(err)) from None
             self.fold_dir.mkdir(parents=True, exist_ok=True)
-            self._log_sink = logger.add(self.fold_dir / "train.log", level="INFO")
+            self._log_sink = logger.add(self.fold.log, level="INFO")
         barrier(self.ctx)
         torch.manual_seed(self.opts.seed)
         np.random.seed(self.opts.seed)
         self.model = build_model(self.opts.model, self.plans).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.train_cfg["learning_rate"]),
-                                          weight_decay=float(self.train_cfg.get("weight_decay", 0.0)))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.plans.training.learning_rate,
+                                          weight_decay=self.plans.training.weight_decay)
         if self.opts.resume and last.exists():
             self._resume(last)
         module: torch.nn.Module = LossModule(self.model)
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            module = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+            module = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
         if self.opts.compile:
             module = torch.compile(module)
         self.module = module
         logger.info(f"fold {self.opts.fold}: {len(self.split['train'])} train, {len(self.split['val'])} val, "
                     f"{len(self.split['test'])} test cases; model {self.opts.model}, plan {self.plans.plan_name}, "
                     f"device {self.device}, amp {self.amp}, {self.ctx.world_size} process(es)")
-
-    def _write_model_folder(self) -> None:
-        """Copy plans and dataset description into the model folder, so it is self-contained."""
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        existing = self.model_dir / "plans.json"
-        if existing.exists():
-            old = {k: v for k, v in read_json(existing).items() if k not in ("training", "reasons")}
-            new = {k: v for k, v in self.plans.items() if k not in ("training", "reasons")}
-            if old != new:
-                raise TrainingError(f"{existing} holds other plans than {self.paths.plans}: the task was planned "
-                                    "again (or --override changed the network); move that model folder away to "
-                                    "train with the new plans, or rerun rud_plan as before to continue the old ones")
-        save_plans(self.plans, existing)
-        shutil.copyfile(self.paths.dataset_file, self.model_dir / self.paths.dataset_file.name)
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
@@ -164,11 +137,11 @@ class Trainer:
         """Run every remaining epoch, then the test prediction; returns a summary."""
         self.prepare()
         try:
-            epochs = int(self.train_cfg["epochs"])
+            epochs = self.plans.training.epochs
             for epoch in range(self.start_epoch, epochs):
                 stats = self.train_epoch(epoch)
                 val_ap = None
-                interval = int(self.train_cfg.get("val_interval", 1))
+                interval = self.plans.training.val_interval
                 if self.ctx.is_main and ((epoch + 1) % interval == 0 or epoch + 1 == epochs):
                     val_ap = self.validate()
                 self.end_epoch(epoch, stats, val_ap)
@@ -187,14 +160,14 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict:
         self.model.train()
-        n_batches = int(self.train_cfg["batches_per_epoch"])
-        workers = self.opts.num_workers if self.opts.num_workers is not None else int(
-            self.train_cfg.get("num_workers", 0))
+        n_batches = self.plans.training.batches_per_epoch
+        setting = self.opts.num_workers if self.opts.num_workers is not None else self.plans.training.num_workers
+        workers = resolve_workers(setting, self.device.type)
         loader = make_train_loader(self.pre_dir, self.split["train"], self.plans, num_workers=workers,
                                    seed=self._loader_seed(epoch))
         sums: dict[str, float] = defaultdict(float)
         done, skipped, bad_in_row, wait, start = 0, 0, 0, 0.0, time.perf_counter()
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{self.train_cfg['epochs']}",
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{self.plans.training.epochs}",
                    disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
         try:
             for _ in bar:
@@ -229,18 +202,16 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> float:
         """mAP at IoU 0.1 of the val cases, predicted whole (one view, this epoch's weights)."""
-        from inference.predictor import Predictor
+        from inference.pipeline import PredictionRun
 
         self.model.eval()
-        predictor = Predictor([self.model], self.plans, device=self.device, mirror=False)
+        run = PredictionRun([self.model], self.plans, self.device, predictor_options={"mirror": False})
         dim = self.plans.data_dim
         preds, gts = [], []
         for case in self.split["val"]:
-            data = np.load(self.pre_dir / f"{case}.npy", mmap_mode="r")
-            props = read_json(self.pre_dir / f"{case}.json")
-            pred = predictor.predict_case(np.asarray(data))
-            preds.append(pred)
-            gts.append(ground_truth(props, dim))
+            data, props = store.load_case(self.pre_dir, case)
+            preds.append(run.case(data, props))
+            gts.append(store.ground_truth(props, dim))
         self.model.train()
         if not gts:
             return 0.0
@@ -257,11 +228,11 @@ class Trainer:
             return
         if val_ap is not None:
             self._keep_if_best(epoch + 1, val_ap)
-        state = {"model": self.opts.model, "plans": dict(self.plans), "state_dict": self.model.state_dict(),
-                 "epoch": epoch + 1, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                 "history": self.history, "best": self.best}
-        save_checkpoint(state, self.fold_dir / "checkpoint_last.pt")
-        plot_curves(self.history, self.fold_dir / "curves.png",
+        state = checkpoint_state(self.opts.model, self.plans, self.model, epoch + 1,
+                                 optimizer=self.optimizer.state_dict(), rng=rng_state(), history=self.history,
+                                 best=self.best)
+        save_checkpoint(state, self.fold.last_checkpoint)
+        plot_curves(self.history, self.fold.curves,
                     title=f"{self.paths.name} {self.opts.model} {self.plans.plan_name} fold {self.opts.fold}")
         losses = ", ".join(f"{k} {v:.4f}" for k, v in stats["losses"].items())
         ap = f", val mAP@0.1 {val_ap:.4f}" if val_ap is not None else ""
@@ -269,43 +240,39 @@ class Trainer:
                     f"{100 * stats['data_wait']:.0f}% waiting for data")
 
     def _keep_if_best(self, epoch: int, val_ap: float) -> None:
-        keep = int(self.train_cfg.get("keep_best", 5))
+        keep = self.plans.training.keep_best
         if len(self.best) >= keep and val_ap <= min(b["val_ap"] for b in self.best):
             return
-        name = f"checkpoints/epoch_{epoch}.pt"
-        save_checkpoint({"model": self.opts.model, "plans": dict(self.plans), "state_dict": self.model.state_dict(),
-                         "epoch": epoch, "val_ap": val_ap}, self.fold_dir / name)
+        name = self.fold.epoch_file(epoch)
+        save_checkpoint(checkpoint_state(self.opts.model, self.plans, self.model, epoch, val_ap=val_ap),
+                        self.fold_dir / name)
         self.best.append({"epoch": epoch, "val_ap": val_ap, "file": name})
         self.best.sort(key=lambda b: (-b["val_ap"], b["epoch"]))
         for dropped in self.best[keep:]:
             (self.fold_dir / dropped["file"]).unlink(missing_ok=True)
         self.best = self.best[:keep]
-        write_json({"epochs": self.best}, self.fold_dir / "best_epochs.json")
+        self.fold.write_best(self.best)
 
     # ------------------------------------------------------------------------------------------- finish
     def finish(self) -> dict:
         """Predict the fold's test cases with the best epochs and mirroring, export and evaluate them."""
-        from inference.export import export_case, write_run_csv
-        from inference.models import load_models
-        from inference.predictor import Predictor
+        from inference.pipeline import PredictionRun
         from retinaunet.evaluation.evaluate import evaluate_cases, write_results
         from retinaunet.evaluation.io import load_ground_truth, load_predictions
 
         cases = self.split["test"]
         if not cases:
             return {}
-        models, plans = load_models(self.model_dir, [self.opts.fold], self.device)
-        predictor = Predictor(models, plans, device=self.device, mirror=True)
-        out = self.fold_dir / "test_predictions"
+        models, plans = self.folder.load_models([self.opts.fold], self.device)
+        out = self.fold.test_predictions
+        run = PredictionRun(models, plans, self.device, out_dir=out, predictor_options={"mirror": True})
         for case in tqdm(cases, desc=f"fold {self.opts.fold} test", leave=False):
-            data = np.load(self.pre_dir / f"{case}.npy", mmap_mode="r")
-            props = read_json(self.pre_dir / f"{case}.json")
-            export_case(predictor.predict_case(np.asarray(data)), props, out)
-        write_run_csv(out)
+            run.case(*store.load_case(self.pre_dir, case))
+        run.finish()
         gt = load_ground_truth(self.paths.labels_tr, cases)
         preds = load_predictions(out, list(gt), next(iter(gt.values())).boxes.shape[1] // 2)
         metrics, curves = evaluate_cases(preds, gt, self.plans.num_classes, (0.1,), self.plans.class_names)
-        write_results(metrics, curves, self.fold_dir / "test_evaluation")
+        write_results(metrics, curves, self.fold.test_evaluation)
         logger.info(f"fold {self.opts.fold} test: mAP@0.1 {metrics['mAP']['0.1']}, "
                     f"{len(models)} checkpoint(s) x mirroring")
         return metrics
