@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.manual_seed(100 + rank)  # different initial weights: DDP must broadcast rank 0's
     model = build_model("retina_unet", make_test_plans(dim=2))
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    module = torch.nn.parallel.DistributedDataParallel(LossModule(model), find_unused_parameters=True)
+    module = torch.nn.parallel.DistributedDataParallel(LossModule(model))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for step in range(3):
         train_step(module, opt, _batch(1000 * rank + step), torch.device("cpu"), ctx)

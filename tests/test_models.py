@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from retinaunet.models import Detections, Detector, available_models, build_model, get_model, register_model
-from retinaunet.models.backbone import ResNetBackbone
+from retinaunet.models.backbone import ResNetBackbone, feature_map_shapes
 from retinaunet.models.heads import flatten_level
 from retinaunet.plans import Plans, make_test_plans
 
@@ -32,7 +32,7 @@ def _level_shapes(plans: Plans) -> list[list[int]]:
     """Expected spatial shapes of C0..C5 / P0..P5."""
     shapes, cur = [], list(plans.patch_size)
     shapes.append(cur)
-    for s in plans.network["strides"]:
+    for s in plans.network.strides:
         cur = [c // k for c, k in zip(cur, s)]
         shapes.append(cur)
     return shapes
@@ -72,10 +72,11 @@ def test_output_shapes(name, kw, batch):
 
     feats = det.network.backbone(x)
     assert [list(f.shape[2:]) for f in feats] == shapes
+    assert feature_map_shapes(plans.patch_size, plans.network.strides) == shapes  # what the planner reads
     assert [f.shape[1] for f in feats] == det.network.backbone.channels
     pyramid = det.network.fpn(feats)
-    assert sorted(pyramid) == [0, 1, 2, 3, 4, 5]
-    assert all(p.shape[1] == plans.network["fpn_channels"] for p in pyramid.values())
+    assert sorted(pyramid) == [0, 2, 3, 4, 5]  # P1 is not computed: no head reads it
+    assert all(p.shape[1] == plans.network.fpn_channels for p in pyramid.values())
 
     out = det.network(x)
     n_anchors = sum(math.prod(s) for s in shapes[2:]) * 9
@@ -180,7 +181,7 @@ def test_predict_outputs(kw):
     assert isinstance(dets, Detections) and len(dets.boxes) == len(dets.scores) == len(dets.labels) == 2
     size = torch.tensor(plans.patch_size, dtype=torch.float32)
     for boxes, scores, labels in zip(dets.boxes, dets.scores, dets.labels):
-        assert 0 < boxes.shape[0] <= plans.inference["max_detections"]
+        assert 0 < boxes.shape[0] <= plans.inference.max_detections
         assert boxes.shape[1] == 2 * plans.dim
         assert (boxes[:, : plans.dim] >= 0).all() and (boxes[:, plans.dim:] <= size).all()
         assert (boxes[:, plans.dim:] > boxes[:, : plans.dim]).all()
@@ -197,16 +198,31 @@ def test_predict_outputs(kw):
 def test_checkpoint_round_trip():
     plans = _plans(dim=2)
     det = build_model("retina_unet", plans).eval()
-    ckpt = {"model": det.model_name, "plans": dict(plans), "state_dict": det.state_dict()}
-    again = build_model(ckpt["model"], Plans(ckpt["plans"])).eval()
+    ckpt = {"model": det.model_name, "plans": plans.to_dict(), "state_dict": det.state_dict()}
+    again = build_model(ckpt["model"], Plans.from_dict(ckpt["plans"])).eval()
     again.load_state_dict(ckpt["state_dict"])
     x = torch.randn(1, 1, 64, 64)
     assert torch.equal(det.network(x).cls_logits, again.network(x).cls_logits)
 
 
+@pytest.mark.parametrize("name", ["retina_unet", "retina_net", "det_unet", "faster_rcnn", "mask_rcnn"])
+def test_every_parameter_gets_a_gradient(name):
+    # nothing is computed that no loss reads, so distributed training needs no find_unused_parameters
+    plans = _plans(dim=2)
+    det = build_model(name, plans)
+    x = torch.randn(2, plans.in_channels, *plans.patch_size)
+    seg = torch.zeros(2, *plans.patch_size, dtype=torch.long)
+    seg[:, 10:30, 12:34] = 1
+    boxes = [torch.tensor([[10.0, 12.0, 30.0, 34.0]])] * 2
+    labels = [torch.tensor([0])] * 2
+    det.compute_losses(x, boxes, labels, seg)["loss"].backward()
+    unused = [n for n, p in det.named_parameters() if p.grad is None]
+    assert not unused, unused
+
+
 def test_top_nms_equals_full_nms_truncated():
     from retinaunet.boxes import batched_nms
-    from retinaunet.models.detector import top_nms
+    from retinaunet.models.anchor_detector import top_nms
 
     torch.manual_seed(0)
     lo = torch.rand(3000, 2) * 100

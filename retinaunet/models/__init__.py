@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from retinaunet.models.anchor_detector import AnchorDetector
 from retinaunet.models.det_unet import DetUNet
 from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.network import DetectionNetwork, NetworkOutput
@@ -11,6 +12,7 @@ from retinaunet.models.retina_unet import RetinaNet, RetinaUNet
 from retinaunet.models.two_stage import FasterRCNN, MaskRCNN, UFasterRCNN
 
 __all__ = [
+    "AnchorDetector",
     "DetUNet",
     "DetectionNetwork",
     "Detections",

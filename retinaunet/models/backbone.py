@@ -6,17 +6,26 @@ Level k has cumulative stride prod(strides[:k]) and `channels(k)` feature maps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from retinaunet.models.blocks import ConvNormAct, make_stage, zero_last_norms
+from retinaunet.plans import NetworkPlan
 
 
 def level_channels(start_channels: int, max_channels: int, num_levels: int = 6) -> list[int]:
     """Channels of C0..C5: start_channels * 2**k, capped by max_channels."""
     return [min(start_channels * 2**k, max_channels) for k in range(num_levels)]
+
+
+def feature_map_shapes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Spatial shapes of C0..C5 for an input of ``patch_size``: each strided 3x-conv with padding 1 gives
+    ``ceil(n / stride)``. The planner's memory and compute model reads the network's shapes from here."""
+    shapes = [[int(n) for n in patch_size]]
+    for s in strides:
+        shapes.append([-(-n // int(k)) for n, k in zip(shapes[-1], s)])
+    return shapes
 
 
 class ResNetBackbone(nn.Module):
@@ -85,10 +94,9 @@ class ResNetBackbone(nn.Module):
         return feats
 
 
-def backbone_from_plans(dim: int, in_channels: int, network: Mapping[str, Any]) -> ResNetBackbone:
+def backbone_from_plans(dim: int, in_channels: int, network: NetworkPlan) -> ResNetBackbone:
     """The backbone described by a plans' ``network`` section (widths, block, depths, strides, norm)."""
     return ResNetBackbone(
-        dim, in_channels, int(network["start_channels"]), int(network["max_channels"]),
-        str(network["block"]), network["blocks_per_stage"], network["strides"],
-        norm=str(network.get("norm", "instance")),
+        dim, in_channels, network.start_channels, network.max_channels,
+        network.block, network.blocks_per_stage, network.strides, norm=network.norm,
     )

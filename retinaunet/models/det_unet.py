@@ -12,8 +12,7 @@ anchor-based detectors: ``compute_losses`` and ``predict`` have the same signatu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,25 +22,24 @@ from torch import Tensor, nn
 from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.heads import SegmentationHead
+from retinaunet.models.network import SEG_LEVEL
 from retinaunet.models.registry import register_model
 from retinaunet.models.ufpn import UFPN
-from retinaunet.plans import Plans
-
-MAX_COMPONENTS = {2: 5, 3: 15}
+from retinaunet.plans import NetworkPlan, Plans
 
 
 class SegmentationNetwork(nn.Module):
     """Backbone -> U-FPN (P0..P5) -> 1x1 conv on P0: ``images Tensor[B, C, *S] -> logits Tensor[B, K+1, *S]``."""
 
-    def __init__(self, dim: int, in_channels: int, num_classes: int, network: Mapping[str, Any]) -> None:
+    def __init__(self, dim: int, in_channels: int, num_classes: int, network: NetworkPlan) -> None:
         super().__init__()
         self.backbone = backbone_from_plans(dim, in_channels, network)
-        fpn = int(network["fpn_channels"])
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0)
+        fpn = network.fpn_channels
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, outputs=(SEG_LEVEL,))
         self.seg_head = SegmentationHead(dim, fpn, num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.seg_head(self.fpn(self.backbone(images))[0])
+        return self.seg_head(self.fpn(self.backbone(images))[SEG_LEVEL])
 
 
 def component_boxes(probs: np.ndarray, max_components: int, min_score: float = 0.0
@@ -80,10 +78,9 @@ class DetUNet(Detector):
 
     segmentation = True
 
-    def __init__(self, plans: Mapping[str, Any]) -> None:
+    def __init__(self, plans: Plans) -> None:
         super().__init__(plans)
-        inference = self.plans.inference
-        self.max_components = int(inference.get("max_components", MAX_COMPONENTS[self.dim]))
+        self.max_components = self.plans.inference.max_components
 
     def build_network(self, plans: Plans) -> SegmentationNetwork:
         return SegmentationNetwork(plans.dim, plans.in_channels, plans.num_classes, plans.network)
@@ -96,8 +93,7 @@ class DetUNet(Detector):
             raise ValueError("det_unet needs segmentation targets (seg)")
         logits = self.network(images)
         terms = self.network.seg_head.loss(logits, seg.to(logits.device))
-        total = sum(self.loss_weight(k) * v for k, v in terms.items())
-        return {"loss": total, **terms}
+        return self.total_loss(terms)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Detections:

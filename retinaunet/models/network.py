@@ -5,17 +5,22 @@ It holds all the weights; the detector around it only matches anchors and decode
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from torch import Tensor, nn
 
 from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
 from retinaunet.models.ufpn import UFPN
+from retinaunet.plans import NetworkPlan
 
-HEAD_LEVELS = (2, 3, 4, 5)
+HEAD_LEVELS = (2, 3, 4, 5)  # the pyramid levels the detection heads read
+SEG_LEVEL = 0  # the level the segmentation head reads
+
+
+def pyramid_levels(segmentation: bool) -> tuple[int, ...]:
+    """The U-FPN levels a detection network reads: the heads' P2-P5, and P0 with a segmentation head."""
+    return ((SEG_LEVEL,) if segmentation else ()) + HEAD_LEVELS
 
 
 @dataclass
@@ -45,15 +50,15 @@ class DetectionNetwork(nn.Module):
     """
 
     def __init__(
-        self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: Mapping[str, Any],
+        self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: NetworkPlan,
         segmentation: bool = True, hard_negative_pool: int = 20,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.backbone = backbone_from_plans(dim, in_channels, network)
-        fpn = int(network["fpn_channels"])
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else 2)
-        head_ch, head_convs = int(network["head_channels"]), int(network["head_convs"])
+        fpn = network.fpn_channels
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, pyramid_levels(segmentation))
+        head_ch, head_convs = network.head_channels, network.head_convs
         self.cls_head = ClassificationHead(dim, fpn, head_ch, head_convs, num_anchors, num_classes,
                                            hard_negative_pool=hard_negative_pool)
         self.box_head = RegressionHead(dim, fpn, head_ch, head_convs, num_anchors)

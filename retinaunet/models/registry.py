@@ -1,17 +1,19 @@
 """Model registry filled by the `register_model` decorator.
 
     @register_model("retina_unet")
-    class RetinaUNet(Detector): ...
+    class RetinaUNet(AnchorDetector): ...
 
     det = build_model("retina_unet", plans)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from torch import nn
+
+from retinaunet.plans import Plans
 
 T = TypeVar("T", bound=type)
 
@@ -39,7 +41,7 @@ def get_model(name: str) -> type:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
 
 
-def build_model(name: str, plans: Mapping[str, Any]) -> nn.Module:
+def build_model(name: str, plans: Plans) -> nn.Module:
     """Instantiate the detector `name` for `plans` (a `Plans` or a plain plans dict)."""
     return get_model(name)(plans)
 

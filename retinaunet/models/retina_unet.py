@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from retinaunet.models.detector import Detector
+from retinaunet.models.anchor_detector import AnchorDetector
 from retinaunet.models.network import NetworkOutput
 from retinaunet.models.registry import register_model
 
 
 @register_model("retina_unet")
-class RetinaUNet(Detector):
+class RetinaUNet(AnchorDetector):
     """Retina U-Net (paper section 3.1): detection on P2..P5 plus segmentation from P0."""
 
     segmentation = True
@@ -30,7 +30,7 @@ class RetinaUNet(Detector):
 
 
 @register_model("retina_net")
-class RetinaNet(Detector):
+class RetinaNet(AnchorDetector):
     """Retina Net on P2..P5 (softmax classification), no segmentation; `seg` is accepted and ignored."""
 
     segmentation = False

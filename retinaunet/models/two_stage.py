@@ -21,8 +21,7 @@ with stochastic hard negative mining, smooth L1) are those of the one-stage dete
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +29,14 @@ from torch import Tensor, nn
 
 from retinaunet.boxes import box_iou, clip_boxes, nms
 from retinaunet.losses import box_regression_loss
+from retinaunet.models.anchor_detector import AnchorDetector
 from retinaunet.models.backbone import backbone_from_plans
-from retinaunet.models.detector import Detections, Detector
+from retinaunet.models.detector import Detections
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
-from retinaunet.models.network import HEAD_LEVELS
+from retinaunet.models.network import HEAD_LEVELS, pyramid_levels
 from retinaunet.models.registry import register_model
 from retinaunet.models.ufpn import UFPN
-from retinaunet.plans import Plans
+from retinaunet.plans import NetworkPlan, Plans
 
 __all__ = ["FasterRCNN", "MaskRCNN", "UFasterRCNN", "roi_align", "TwoStageNetwork"]
 
@@ -85,14 +85,14 @@ def roi_align(features: Tensor, rois: Tensor, batch_index: Tensor, image_shape: 
 class TwoStageNetwork(nn.Module):
     """Backbone, (U-)FPN, RPN heads on P2..P5, a RoI box head and an optional segmentation head."""
 
-    def __init__(self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: Mapping[str, Any],
+    def __init__(self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: NetworkPlan,
                  segmentation: bool, hard_negative_pool: int = 20, masks: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.backbone = backbone_from_plans(dim, in_channels, network)
-        fpn = int(network["fpn_channels"])
-        head = int(network["head_channels"])
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else 2)
+        fpn = network.fpn_channels
+        head = network.head_channels
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, pyramid_levels(segmentation))
         self.rpn_cls = ClassificationHead(dim, fpn, head, 1, num_anchors, 1, hard_negative_pool=hard_negative_pool)
         self.rpn_box = RegressionHead(dim, fpn, head, 1, num_anchors)
         self.pool = POOL[dim]
@@ -131,7 +131,7 @@ class TwoStageNetwork(nn.Module):
 
 
 @register_model("faster_rcnn")
-class FasterRCNN(Detector):
+class FasterRCNN(AnchorDetector):
     """Faster R-CNN+ (see the module docstring); ``UFasterRCNN`` adds the U-FPN and segmentation loss."""
 
     segmentation = False
@@ -142,17 +142,16 @@ class FasterRCNN(Detector):
     post_nms = {True: 300, False: 200}
     rpn_nms_iou = 0.7
 
-    def __init__(self, plans: Mapping[str, Any]) -> None:
+    def __init__(self, plans: Plans) -> None:
         super().__init__(plans)
         self.roi_positive_iou = 0.3 if self.dim == 3 else 0.5
-        base = list(self.plans.anchors["base_sizes"])
+        base = list(self.plans.anchors.base_sizes)
         self.register_buffer("_log_base", torch.log(torch.tensor(base, dtype=torch.float32)), persistent=False)
 
     def build_network(self, plans: Plans) -> TwoStageNetwork:
-        anchors = plans.anchors
-        num_anchors = len(anchors["scales"]) * len(anchors["ratios"])
+        num_anchors = plans.anchors.per_position
         return TwoStageNetwork(plans.dim, plans.in_channels, plans.num_classes, num_anchors, plans.network,
-                               self.segmentation, int(plans.training.get("hard_negative_pool", 20)), self.masks)
+                               self.segmentation, plans.training.hard_negative_pool, self.masks)
 
     # -- stage one ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -266,8 +265,7 @@ class FasterRCNN(Detector):
             if seg is None:
                 raise ValueError(f"{self.model_name} needs segmentation targets (seg)")
             terms.update(self.network.seg_head.loss(self.network.seg_head(pyramid[0]), seg.to(images.device)))
-        total = sum(self.loss_weight(k) * v for k, v in terms.items())
-        return {"loss": total, **terms}
+        return self.total_loss(terms)
 
     # -- inference ------------------------------------------------------------------------------------
     @torch.no_grad()

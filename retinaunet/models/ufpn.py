@@ -1,7 +1,9 @@
 """U-FPN: the FPN top-down path P5..P2, optionally extended to P1 and P0 (paper Figure 2).
 
-With `min_level=0` the pyramid resembles a U-Net decoder (Retina U-Net); with `min_level=2` it is the
-plain FPN of Retina Net. Every output level has `fpn_channels` feature maps.
+Extended down to P0 the pyramid resembles a U-Net decoder (Retina U-Net); stopping at P2 it is the
+plain FPN of Retina Net. The top-down path runs down to the lowest requested level, but only the
+requested levels get their 3x3 smoothing conv: nothing is computed that no head reads (P1 of Retina U-Net,
+P1-P5 of DetU-Net), so every parameter gets a gradient. Every output level has `fpn_channels` maps.
 """
 
 from __future__ import annotations
@@ -21,29 +23,32 @@ class UFPN(nn.Module):
         dim: 2 or 3.
         in_channels: channels of the backbone levels C0..C5.
         fpn_channels: channels of every P level.
-        min_level: lowest P level built (0 for U-FPN, 2 for FPN); the top level is always P5.
+        outputs: the P levels returned (e.g. 0, 2, 3, 4, 5 for Retina U-Net; 2..5 for FPN; 0 for DetU-Net).
     """
 
-    def __init__(self, dim: int, in_channels: Sequence[int], fpn_channels: int, min_level: int = 0) -> None:
+    def __init__(self, dim: int, in_channels: Sequence[int], fpn_channels: int, outputs: Sequence[int]) -> None:
         super().__init__()
-        if not 0 <= min_level <= 2:
-            raise ValueError(f"min_level must be 0, 1 or 2, got {min_level}")
-        self.min_level = min_level
         self.max_level = len(in_channels) - 1
-        levels = range(min_level, self.max_level + 1)
+        self.outputs = sorted({int(k) for k in outputs})
+        if not self.outputs or not 0 <= self.outputs[0] <= self.outputs[-1] <= self.max_level:
+            raise ValueError(f"outputs must be levels 0..{self.max_level}, got {list(outputs)}")
+        self.min_level = self.outputs[0]
+        levels = range(self.min_level, self.max_level + 1)
         self.lateral = nn.ModuleDict({str(k): conv_nd(dim, in_channels[k], fpn_channels, 1) for k in levels})
-        self.smooth = nn.ModuleDict({str(k): conv_nd(dim, fpn_channels, fpn_channels, 3) for k in levels})
+        self.smooth = nn.ModuleDict({str(k): conv_nd(dim, fpn_channels, fpn_channels, 3) for k in self.outputs})
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.zeros_(m.bias)
 
     def forward(self, feats: Sequence[Tensor]) -> dict[int, Tensor]:
-        """feats: [C0..C5] -> {k: P_k} for k = min_level..5, P_k: Tensor[B, fpn_channels, *shape(C_k)]."""
+        """feats: [C0..C5] -> {k: P_k} for k in ``outputs``, P_k: Tensor[B, fpn_channels, *shape(C_k)]."""
         top = self.lateral[str(self.max_level)](feats[self.max_level])
-        out = {self.max_level: self.smooth[str(self.max_level)](top)}
-        for k in range(self.max_level - 1, self.min_level - 1, -1):
-            lat = self.lateral[str(k)](feats[k])
-            top = lat + F.interpolate(top, size=lat.shape[2:], mode="nearest")
-            out[k] = self.smooth[str(k)](top)
+        out = {}
+        for k in range(self.max_level, self.min_level - 1, -1):
+            if k < self.max_level:
+                lat = self.lateral[str(k)](feats[k])
+                top = lat + F.interpolate(top, size=lat.shape[2:], mode="nearest")
+            if str(k) in self.smooth:
+                out[k] = self.smooth[str(k)](top)
         return out
