@@ -10,7 +10,6 @@ baseline of the ratios. Example:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from retinaunet import store
 from retinaunet.boxes import boxes_from_instance_map
 from retinaunet.plans import make_test_plans
 from retinaunet.training.loader import make_train_loader
@@ -43,10 +43,8 @@ def write_cases(folder: Path, shape: tuple[int, ...], n_cases: int, n_objects: i
             data[(0, *window)][mask] += 1.0
             instances[str(i)] = int(i % 2)
         name = f"case{c:03d}"
-        np.save(folder / f"{name}.npy", data)
-        np.save(folder / f"{name}_seg.npy", seg)
         boxes = {str(k): v.tolist() for k, v in boxes_from_instance_map(seg).items()}
-        (folder / f"{name}.json").write_text(json.dumps({"case": name, "instances": instances, "boxes": boxes}))
+        store.save_case(folder, name, data, seg, {"case": name, "instances": instances, "boxes": boxes})
         names.append(name)
     return names
 
@@ -98,7 +96,7 @@ def main() -> None:
             if not folder.exists():
                 folder.mkdir()
                 write_cases(folder, shape, args.cases, n_objects=6)
-            names = sorted(p.stem for p in folder.glob("*.json"))
+            names = store.list_cases(folder)
             base, base_cpu = time_loader(folder, names, plans, 0, False, args.batches)
             rows.append((label, "none", 0, base, 1.0, base_cpu))
             for workers in args.workers:

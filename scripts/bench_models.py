@@ -17,6 +17,7 @@ import time
 import torch
 from loguru import logger
 
+from retinaunet import store
 from retinaunet.io import read_json
 from retinaunet.layout import TaskPaths, find_task
 from retinaunet.models import available_models, build_model
@@ -36,7 +37,7 @@ def main() -> None:
     plans = load_plans(paths.plans)
     cases = read_json(paths.splits)[0]["train"] if paths.splits.exists() else None
     pre = paths.preprocessed(plans.plan_name)
-    cases = cases or sorted(p.stem for p in pre.glob("*.json"))
+    cases = cases or store.list_cases(pre)
     with make_train_loader(pre, cases, plans, num_workers=0) as loader:
         batches = [next(loader) for _ in range(args.steps + 1)]
     rows = []

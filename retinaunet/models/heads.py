@@ -58,7 +58,7 @@ class ClassificationHead(_SharedHead):
 
     def __init__(
         self, dim: int, in_channels: int, channels: int, num_convs: int, num_anchors: int, num_classes: int,
-        prior: float = 0.01, hard_negative_pool: int = 20,
+        hard_negative_pool: int, prior: float = 0.01,
     ) -> None:
         super().__init__(dim, in_channels, channels, num_convs, num_anchors, num_classes + 1)
         self.num_classes = num_classes

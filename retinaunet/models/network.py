@@ -51,7 +51,7 @@ class DetectionNetwork(nn.Module):
 
     def __init__(
         self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: NetworkPlan,
-        segmentation: bool = True, hard_negative_pool: int = 20,
+        segmentation: bool, hard_negative_pool: int,
     ) -> None:
         super().__init__()
         self.dim = dim

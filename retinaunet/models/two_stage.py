@@ -86,7 +86,7 @@ class TwoStageNetwork(nn.Module):
     """Backbone, (U-)FPN, RPN heads on P2..P5, a RoI box head and an optional segmentation head."""
 
     def __init__(self, dim: int, in_channels: int, num_classes: int, num_anchors: int, network: NetworkPlan,
-                 segmentation: bool, hard_negative_pool: int = 20, masks: bool = False) -> None:
+                 segmentation: bool, hard_negative_pool: int, masks: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.backbone = backbone_from_plans(dim, in_channels, network)
