@@ -21,6 +21,7 @@ from inference.export import CSV_NAME, boxes_to_original, export_case, output_fi
 from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
 from inference.models import ModelFolderError, load_models
 from inference.predictor import Predictor
+from retinaunet.convert.writer import load_case_names
 from retinaunet.dataset import MODALITY_PATTERN
 from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, strip_image_suffix
 from retinaunet.layout import LayoutError, TaskPaths
@@ -140,12 +141,13 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                           batch_size=batch_size, keep_seg=save_seg, progress=progress)
     logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
                 f"{len(models)} model(s) x {len(predictor.views)} view(s) -> {output_dir}")
+    source_names = load_case_names(model_dir)  # converted tasks: case id -> original name
     written, panels = [], []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
         images, geometry = read_case(cases[name])
         data, _, props = _preprocess(images, geometry, plans, name)
         del images
-        props = {**props, "case": name}
+        props = {**props, "case": name, **({"source_name": source_names[name]} if name in source_names else {})}
         pred = predictor.predict_case(data, name=name)
         written.append(export_case(pred, props, output_dir, plans.class_names, save_seg, save_boxes))
         if shard[1] == 1 and len(panels) < GALLERY_CASES:  # read again: the volume is not kept during prediction
