@@ -72,7 +72,7 @@ def make_nnunet_task(root: Path, n_train: int = 4, n_test: int = 1, v2: bool = F
     shape = (16, 32, 32)
     for split, n in (("Tr", n_train), ("Ts", n_test)):
         for i in range(n):
-            case = f"seg_{i:03d}"
+            case = f"seg_{i:03d}" if split == "Tr" else f"segts_{i:03d}"
             seg = np.zeros(shape, dtype=np.uint8)
             seg[2:12, 2:14, 2:14] = 1
             seg[4:8, 20:26, 20:26] = 2
@@ -93,3 +93,27 @@ def make_images(root: Path, cases=("a", "b", "c"), shape=(16, 32, 32), spacing_x
         write_volume(rng.normal(0, 1, size=shape).astype(np.float32), root / f"{case}_0000.nii.gz", spacing_xyz,
                      origin, direction)
     return root
+
+
+def write_dicom_series(folder: Path, array: np.ndarray, series_uid: str, z_positions, pixel_spacing: float = 0.7,
+                       origin_xy=(-180.0, -180.0), patient_id: str = "LIDC-IDRI-9999") -> Path:
+    """A CT series as one .dcm file per slice (axial, ascending z) with the given SeriesInstanceUID."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    study = "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(series_uid)) % 10**12)
+    thickness = float(np.median(np.diff(z_positions))) if len(z_positions) > 1 else 1.0
+    for k, z in enumerate(z_positions):
+        image = sitk.GetImageFromArray(array[k].astype(np.int16)[None])
+        image.SetSpacing((pixel_spacing, pixel_spacing, thickness))
+        tags = {
+            "0008|0060": "CT", "0010|0020": patient_id, "0020|000d": study, "0020|000e": series_uid,
+            "0008|0018": f"{series_uid}.{k + 1}", "0020|0013": str(k + 1),
+            "0020|0032": f"{origin_xy[0]}\\{origin_xy[1]}\\{z}", "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0018|0050": str(thickness), "0028|1052": "0", "0028|1053": "1",
+        }
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k + 1:06d}.dcm"))
+        writer.Execute(image)
+    return folder

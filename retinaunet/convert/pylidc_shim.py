@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import warnings
 from pathlib import Path
 
 __all__ = ["import_pylidc"]
@@ -42,4 +43,7 @@ def import_pylidc():
             setattr(np, name, value)
     if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         sys.modules["pkg_resources"] = _pkg_resources_shim()
-    return importlib.import_module("pylidc")
+    with warnings.catch_warnings():  # its own deprecation warnings (SQLAlchemy 2, SciPy) are not the user's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", Warning)
+        return importlib.import_module("pylidc")
