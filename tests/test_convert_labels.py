@@ -31,6 +31,8 @@ def test_seg2det_components_per_class_with_min_size(tmp_path, v2):
     assert summary.objects == {0: 4, 1: 8} and len(summary.written) == 5  # 4 train + 1 unlabelled test
     assert len(summary.dropped) == 4 and "smaller than 3 mm3" in summary.text()  # the one-voxel specks (1.6 mm3)
     assert (TaskPaths(task).images_ts / "segts_000_0000.nii.gz").is_file()
+    again = convert_seg2det(src, task, min_size_mm3=3.0, progress=False)
+    assert again.written == [] and len(again.skipped) == 5 and again.objects == summary.objects
     # only the lesions, no minimum size
     only = convert_seg2det(src, tmp_path / "Task021_Lesions", label_values=[2], progress=False)
     assert only.objects == {0: 12}

@@ -11,6 +11,7 @@ from retinaunet.convert.luna16 import convert_luna16, luna_splits
 from retinaunet.dataset import validate_dataset
 from retinaunet.io import Geometry, read_image, read_json
 from retinaunet.layout import TaskPaths
+from retinaunet.training.splits import num_folds
 from tests.convert_fixtures import make_luna
 
 
@@ -38,7 +39,7 @@ def test_luna16_spheres_lie_at_the_world_centres(tmp_path):
             # the bright sphere of the scan is where the label is
             assert image[labels == k].mean() > 0
     splits = read_json(paths.splits)
-    assert len(splits) == 3
+    assert len(splits) == 3 and num_folds(task) == 3 and num_folds(tmp_path) == 5
     assert all(len(f["test"]) == 2 and len(f["val"]) == 2 and len(f["train"]) == 2 for f in splits)
     assert sorted(c for f in splits for c in f["test"]) == sorted(names)
 

@@ -127,7 +127,11 @@ def convert_seg2det(source: str | os.PathLike, task_dir: str | os.PathLike, labe
         files = (train if split == "train" else test)[case]
         label_dir = source / ("labelsTr" if split == "train" else "labelsTs")
         label = _label_file(label_dir, case)
-        if writer.is_done(cid, split):
+        if split == "test" and not test_labels:
+            if (writer.paths.images_ts / f"{cid}_{len(files) - 1:04d}.nii.gz").is_file():  # the last file written
+                writer.summary.skipped.append(cid)
+                continue
+        elif writer.is_done(cid, split):
             writer.skip(cid, split)
             continue
         if label is None and (split == "train" or test_labels):
