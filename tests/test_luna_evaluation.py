@@ -112,3 +112,28 @@ def test_rud_evaluate_luna_writes_the_submission_with_seriesuids(tmp_path):
     assert metrics["counts"]["found"] == 1 and metrics["counts"]["missed"] == 1
     assert metrics["cpm"] == pytest.approx(0.5)
     assert rud_evaluate(["-t", str(task), "-p", str(pred), "--luna"]) == 1
+
+
+def test_cv_pools_as_many_folds_as_splits_json_lists(tmp_path):
+    from retinaunet.evaluation.evaluate import evaluate_folder
+    from retinaunet.io import write_json
+    from tests.test_evaluation import _toy_folders
+
+    labels, preds = _toy_folders(tmp_path)
+    whole = evaluate_folder(preds, labels, out_dir=None)
+    task = tmp_path / "Task009_Toy"
+    write_json({"task": task.name, "dim": 3, "labels": {"0": "lesion"}, "modalities": {"0": "CT"}},
+               task / "dataset.json")
+    (task / "raw_splitted").mkdir()
+    labels.rename(task / "raw_splitted" / "labelsTr")
+    tests = [["a"], ["b"], [], [], [], ["c"]]  # six folds: c is tested in the sixth (five would leave it out)
+    write_json([{"train": ["x"], "val": [], "test": t} for t in tests], task / "splits.json")
+    for k, t in enumerate(tests):
+        fold = task / "models" / "retina_unet_3d" / f"fold{k}" / "test_predictions"
+        fold.mkdir(parents=True)
+        for case in t:
+            if (preds / f"{case}.json").is_file():
+                (preds / f"{case}.json").rename(fold / f"{case}.json")
+    assert rud_evaluate(["-t", str(task), "--cv", "--plan", "3d"]) == 0
+    saved = json.loads((task / "models" / "retina_unet_3d" / "metrics.json").read_text())
+    assert saved["num_cases"] == 3 and saved["AP"]["0.1"]["lesion"] == pytest.approx(whole["AP"]["0.1"]["lesion"])
