@@ -136,4 +136,4 @@ def test_cv_pools_as_many_folds_as_splits_json_lists(tmp_path):
                 (preds / f"{case}.json").rename(fold / f"{case}.json")
     assert rud_evaluate(["-t", str(task), "--cv", "--plan", "3d"]) == 0
     saved = json.loads((task / "models" / "retina_unet_3d" / "metrics.json").read_text())
-    assert saved["num_cases"] == 3 and saved["AP"]["0.1"]["lesion"] == pytest.approx(whole["AP"]["0.1"]["lesion"])
+    assert saved["num_cases"] == 3 and saved["mAP"]["0.1"] == pytest.approx(whole["mAP"]["0.1"])
