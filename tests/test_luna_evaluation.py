@@ -115,25 +115,26 @@ def test_rud_evaluate_luna_writes_the_submission_with_seriesuids(tmp_path):
 
 
 def test_cv_pools_as_many_folds_as_splits_json_lists(tmp_path):
-    from retinaunet.evaluation.evaluate import evaluate_folder
     from retinaunet.io import write_json
     from tests.test_evaluation import _toy_folders
 
-    labels, preds = _toy_folders(tmp_path)
-    whole = evaluate_folder(preds, labels, out_dir=None)
+    labels, preds = _toy_folders(tmp_path)  # a: TP .9 + FP .8, b: TP .7, c: no file
     task = tmp_path / "Task009_Toy"
     write_json({"task": task.name, "dim": 3, "labels": {"0": "lesion"}, "modalities": {"0": "CT"}},
                task / "dataset.json")
     (task / "raw_splitted").mkdir()
     labels.rename(task / "raw_splitted" / "labelsTr")
-    tests = [["a"], ["b"], [], [], [], ["c"]]  # six folds: c is tested in the sixth (five would leave it out)
+    tests = [["a"], ["b"], [], [], [], ["c"]]  # six folds: c is tested (and found) in the sixth
     write_json([{"train": ["x"], "val": [], "test": t} for t in tests], task / "splits.json")
+    (preds / "c.json").write_text(json.dumps({"case": "c", "boxes": [{"box": [1, 2, 2, 3, 6, 6], "score": 0.6,
+                                                                      "class": 0}]}))
     for k, t in enumerate(tests):
         fold = task / "models" / "retina_unet_3d" / f"fold{k}" / "test_predictions"
         fold.mkdir(parents=True)
         for case in t:
-            if (preds / f"{case}.json").is_file():
-                (preds / f"{case}.json").rename(fold / f"{case}.json")
+            (preds / f"{case}.json").rename(fold / f"{case}.json")
     assert rud_evaluate(["-t", str(task), "--cv", "--plan", "3d"]) == 0
     saved = json.loads((task / "models" / "retina_unet_3d" / "metrics.json").read_text())
-    assert saved["num_cases"] == 3 and saved["mAP"]["0.1"] == pytest.approx(whole["mAP"]["0.1"])
+    # TP .9, FP .8, TP .7, TP .6 of 3 objects: precision 1 up to recall 1/3 (34 points), then 3/4 (67 points);
+    # had only five folds been read, c would count as missed: (34 + 33 * 2/3) / 101
+    assert saved["num_cases"] == 3 and saved["mAP"]["0.1"] == pytest.approx((34 + 67 * 0.75) / 101)
