@@ -20,6 +20,7 @@ from tqdm import tqdm
 from inference.export import CSV_NAME, output_files
 from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
 from inference.pipeline import PredictionRun
+from retinaunet.convert.writer import load_case_names
 from retinaunet.coordinates import CaseCoordinates
 from retinaunet.dataset import MODALITY_PATTERN
 from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, strip_image_suffix
@@ -139,12 +140,14 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                                            "batch_size": batch_size, "progress": progress})
     logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
                 f"{len(models)} model(s) x {len(run.predictor.views)} view(s) -> {output_dir}")
+    source_names = load_case_names(model_dir)  # converted tasks: case id -> original name
     panels = []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
         images, geometry = read_case(cases[name])
         data, _, props = _preprocess(images, geometry, plans, name)
         del images
-        pred = run.case(data, {**props, "case": name})
+        props = {**props, "case": name, **({"source_name": source_names[name]} if name in source_names else {})}
+        pred = run.case(data, props)
         if shard[1] == 1 and len(panels) < GALLERY_CASES:  # read again: the volume is not kept during prediction
             panels.append(gallery_panel(name, read_image(cases[name][0])[0],
                                         CaseCoordinates.from_props(props).to_original(pred.boxes),

@@ -109,6 +109,8 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
         entries.append(entry)
     doc = {"case": case, "shape": list(geometry.shape), "spacing": list(geometry.spacing),
            "origin": list(geometry.origin), "direction": list(geometry.direction), "boxes": entries}
+    if props.get("source_name"):  # the original name of a converted case (e.g. a LUNA16 seriesuid)
+        doc["source_name"] = str(props["source_name"])
     if save_seg:
         if pred.seg is None:
             raise ValueError(f"{case}: no segmentation to save (this model has no segmentation output)")
@@ -132,7 +134,8 @@ def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
     """``<out_dir>/predictions.csv``: one row per box of every prediction JSON in ``out_dir``.
 
     Columns: case, class, class_name, score, center_x_mm, center_y_mm, (center_z_mm), size_<axis>_mm in
-    array order, then the box in original index coordinates (<axis>0 ..., <axis>1 ...).
+    array order, then the box in original index coordinates (<axis>0 ..., <axis>1 ...), and source_name
+    (the original case name, e.g. a LUNA16 seriesuid) when the cases were renamed by a converter.
     """
     out_dir = Path(out_dir)
     docs = read_predictions(out_dir)
@@ -140,6 +143,9 @@ def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
     axes = AXES[dim]
     header = ["case", "class", "class_name", "score", *[f"center_{a}_mm" for a in "xyz"[:dim]],
               *[f"size_{a}_mm" for a in axes], *[f"{a}0" for a in axes], *[f"{a}1" for a in axes]]
+    named = any(doc.get("source_name") for doc in docs)
+    if named:
+        header.append("source_name")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -147,7 +153,7 @@ def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
         for b in doc["boxes"]:
             writer.writerow([doc["case"], b["class"], b.get("class_name", ""), f"{b['score']:.6f}",
                              *[f"{v:.3f}" for v in b["center_world"]], *[f"{v:.3f}" for v in b["size_mm"]],
-                             *[f"{v:.3f}" for v in b["box"]]])
+                             *[f"{v:.3f}" for v in b["box"]], *([doc.get("source_name", "")] if named else [])])
     path = out_dir / name
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())

@@ -11,6 +11,7 @@ from loguru import logger
 from planning.budget import Budget
 from planning.fingerprint import load_or_compute_fingerprint
 from planning.planner import plan_from_fingerprint
+from retinaunet.convert.writer import has_true_outlines
 from retinaunet.dataset import check_dataset
 from retinaunet.layout import TaskPaths
 from retinaunet.plans import Plans, apply_overrides, save_plans
@@ -31,6 +32,10 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
         check_dataset(paths.root, progress=True)
     fp, _ = load_or_compute_fingerprint(paths.root, workers=workers, force=force)
     plans = plan_from_fingerprint(fp, mode=mode, budget=budget, gpu_memory=gpu_memory)
+    if not has_true_outlines(paths.root):
+        plans.override("training.seg_loss_weight", 0.0, source="dataset.json")
+        plans.reasons["training.seg_loss_weight"] = ("dataset.json: seg_supervision false (label maps painted "
+                                                        "from boxes or points), so no segmentation loss")
     if overrides:
         apply_overrides(plans, overrides)
         for item in overrides:

@@ -20,15 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel processes, one case in memory each (0: in this process); more workers need "
                         "more memory")
     p.add_argument("--force", action="store_true", help="redo every case, even those that are up to date")
+    p.add_argument("--shard", default="0/1",
+                   help="i/n: preprocess every n-th case (sorted names) starting at i, so n machines sharing the "
+                        "task folder split a large cohort (run i = 0..n-1 once each)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from preprocessing.task import preprocess_task
+    from retinaunet.shard import parse_shard
 
     try:
-        report = preprocess_task(args.task, workers=args.workers, force=args.force)
+        report = preprocess_task(args.task, workers=args.workers, force=args.force, shard=parse_shard(args.shard))
     except Exception as err:  # noqa: BLE001 - one-line error for the user
         print(f"rud_preprocess: {err}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from retinaunet.io import read_case, read_label
 from retinaunet.layout import TaskPaths
 from retinaunet.parallel import run_parallel
 from retinaunet.plans import Plans, load_plans
+from retinaunet.shard import in_shard
 
 __all__ = ["preprocess_task", "preprocess_one", "case_key", "PreprocessReport", "PREPROCESS_VERSION"]
 
@@ -69,11 +70,12 @@ def preprocess_one(item: tuple[Case, Plans, str, str]) -> dict[str, Any]:
 
 
 def preprocess_task(task: str | int | os.PathLike, workers: int = 2, force: bool = False,
-                    plans: Plans | None = None) -> PreprocessReport:
+                    plans: Plans | None = None, shard: tuple[int, int] = (0, 1)) -> PreprocessReport:
     """Preprocess every training case of a task with its ``plans.json`` (or ``plans``).
 
     Up-to-date cases are skipped unless ``force``. A failing case is logged and recorded in the
-    report; the others go on.
+    report; the others go on. ``shard=(i, n)`` does only every n-th case (sorted names) from i, so n
+    machines sharing the task folder preprocess it together.
     """
     paths = TaskPaths(Path(task)) if Path(str(task)).is_dir() else TaskPaths.from_task(task)
     plans = plans if plans is not None else load_plans(paths.plans)
@@ -81,7 +83,9 @@ def preprocess_task(task: str | int | os.PathLike, workers: int = 2, force: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PreprocessReport(out_dir)
     todo = []
-    for case in list_cases(paths.root, "train"):
+    cases = list_cases(paths.root, "train")
+    mine = in_shard([c.name for c in cases], shard)
+    for case in (c for c in cases if c.name in mine):
         key = case_key(case, plans)
         if not force and store.is_current(out_dir, case.name, key):
             report.skipped.append(case.name)

@@ -15,6 +15,6 @@ stamp=.venv/.retinaunet-installed
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing retinaunet-detection and its dependencies into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,lidc]"
     echo "$want" > "$stamp"
 fi

@@ -43,12 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detections per case and class that count, highest scores first (default 100, as "
                         "COCO/MONAI/nnDetection); lowering it can only lower recall.")
     p.add_argument("--cv", action="store_true",
-                   help="pool the test predictions of the 5 folds (models/<model>_<plan>/fold<k>/"
-                        "test_predictions) and evaluate them together against labelsTr")
+                   help="pool the test predictions of the folds (models/<model>_<plan>/fold<k>/"
+                        "test_predictions; as many folds as splits.json lists, else 5) and evaluate them "
+                        "together against labelsTr")
     p.add_argument("--model", default="retina_unet", help="with --cv: model name (default retina_unet)")
     p.add_argument("--plan", default=None,
                    help="with --cv: plan name (2d, 2dc, 3d; default the plan_name in the task's plans.json)")
     p.add_argument("--no-write", action="store_true", help="only print the table, write no files")
+    luna = p.add_argument_group("LUNA16 challenge evaluation (3D, class-agnostic, by distance)")
+    luna.add_argument("--luna", action="store_true",
+                      help="score the predictions (-p, or the folds' test predictions with --cv) as the LUNA16 "
+                           "challenge does: a box centre hits a nodule when it lies within the nodule's radius "
+                           "(world mm); repeated hits and hits on excluded findings are ignored; sensitivity at "
+                           "1/8..8 FPs per scan by linear interpolation, CPM their mean. Writes "
+                           "luna_submission.csv (seriesuid, coordX, coordY, coordZ, probability) and "
+                           "luna_metrics.json. Case ids are mapped back to seriesuids by the task's "
+                           "case_names.json.")
+    luna.add_argument("--annotations", type=Path, default=None,
+                      help="with --luna: the challenge's annotations.csv (seriesuid, coordX, coordY, coordZ, "
+                           "diameter_mm)")
+    luna.add_argument("--excluded", type=Path, default=None,
+                      help="with --luna: annotations_excluded.csv; candidates on these findings are ignored "
+                           "(without it they count as false positives, which lowers the CPM)")
+    luna.add_argument("--seriesuids", type=Path, default=None,
+                      help="with --luna: seriesuids.csv, the scans to evaluate (default: every predicted scan); a "
+                           "listed scan without a prediction file has no candidates")
     return p
 
 
@@ -72,6 +91,10 @@ def run(args: argparse.Namespace) -> dict:
             raise EvaluationError(f"--iou {t}: thresholds must lie in (0, 1]")
     if args.max_detections < 1:
         raise EvaluationError("--max-detections must be at least 1")
+    if args.luna:
+        return _run_luna(args)
+    if args.annotations is not None or args.excluded is not None:
+        raise EvaluationError("--annotations and --excluded go with --luna")
     need_task = args.cv or args.labels is None
     task_dir = find_task(args.task) if (need_task or args.task is not None) else None
     class_names = load_dataset_info(task_dir).class_names if task_dir is not None else None
@@ -80,12 +103,50 @@ def run(args: argparse.Namespace) -> dict:
             raise EvaluationError("--cv reads the fold folders itself; leave out -p")
         plan = args.plan or _plan_name(task_dir)
         out = None if args.no_write else (args.out or TaskPaths(task_dir).model_dir(args.model, plan))
-        return evaluate_cv(task_dir, args.model, plan, args.iou, out, class_names, args.max_detections)
+        from retinaunet.training.splits import num_folds
+
+        return evaluate_cv(task_dir, args.model, plan, args.iou, out, class_names, args.max_detections,
+                           num_folds=num_folds(task_dir))
     if args.pred is None:
         raise EvaluationError("give the prediction folder with -p PRED_DIR (or --cv)")
     labels = args.labels if args.labels is not None else TaskPaths(task_dir).labels_ts
     out = None if args.no_write else (args.out or args.pred)
     return evaluate_folder(args.pred, labels, args.iou, out, class_names, args.max_detections)
+
+
+def _run_luna(args: argparse.Namespace) -> dict:
+    """``--luna``: the challenge's FROC/CPM of -p (or the folds' test predictions with --cv)."""
+    from retinaunet.convert.writer import load_case_names
+    from retinaunet.evaluation.luna import evaluate_luna, format_luna, read_seriesuids
+    from retinaunet.layout import TaskPaths, find_task
+
+    if args.annotations is None:
+        raise EvaluationError("--luna needs --annotations annotations.csv (the challenge's nodule list)")
+    task_dir = find_task(args.task) if (args.cv or args.task is not None) else None
+    if args.cv:
+        if args.pred is not None:
+            raise EvaluationError("--cv reads the fold folders itself; leave out -p")
+        from retinaunet.training.splits import num_folds
+
+        model_dir = TaskPaths(task_dir).model_dir(args.model, args.plan or _plan_name(task_dir))
+        dirs = [model_dir / f"fold{k}" / "test_predictions" for k in range(num_folds(task_dir))]
+        missing = [d for d in dirs if not d.is_dir()]
+        if len(missing) == len(dirs):
+            raise EvaluationError(f"{model_dir}: no fold<k>/test_predictions folders; train the folds first")
+        for d in missing:
+            print(f"rud_evaluate: warning: {d} missing; its fold is left out", file=sys.stderr)
+        dirs = [d for d in dirs if d.is_dir()]
+        out = None if args.no_write else (args.out or model_dir)
+    else:
+        if args.pred is None:
+            raise EvaluationError("give the prediction folder with -p PRED_DIR (or --cv)")
+        dirs = [args.pred]
+        out = None if args.no_write else (args.out or args.pred)
+    names = load_case_names(task_dir) if task_dir is not None else load_case_names(args.pred)
+    uids = read_seriesuids(args.seriesuids) if args.seriesuids is not None else None
+    result = evaluate_luna(dirs, args.annotations, args.excluded, names, uids, out)
+    print(format_luna(result))
+    return result.to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         metrics = run(args)
-    except (EvaluationError, LayoutError, ReadError, DatasetError, ValueError) as err:
+    except (EvaluationError, LayoutError, ReadError, DatasetError, ValueError, RuntimeError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rud_evaluate: {message}", file=sys.stderr)
         return 1
-    print(format_table(metrics))
+    if not args.luna:
+        print(format_table(metrics))
     return 0
 
 

@@ -10,18 +10,20 @@ from loguru import logger
 from retinaunet.layout import LayoutError, TaskPaths
 from retinaunet.model_folder import ModelFolderError
 from retinaunet.plans import PlansError, apply_overrides, load_plans
+from retinaunet.training.splits import SplitsError, num_folds
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rud_train",
-        description="Train a detector on one fold of the 5-fold cross-validation (60/20/20 train/val/test "
-                    "per fold). Settings come from the task's plans.json; the flags override single entries. "
+        description="Train a detector on one fold of the cross-validation: the folds of the task's "
+                    "splits.json (a converter may write ten), else five stratified folds of 60/20/20 "
+                    "train/val/test. Settings come from the task's plans.json; the flags override single entries. "
                     "After every epoch the val cases are predicted whole and the 5 best epochs by mAP@0.1 are "
                     "kept; at the end the fold's test cases are predicted with those epochs and mirroring, "
                     "and evaluated. Several GPUs: torchrun --nproc_per_node N $(which rud_train) 0 -t TASK.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("fold", help="fold 0-4, or 'all' for the five folds in turn")
+    p.add_argument("fold", help="fold 0-4 (0..K-1 when splits.json holds K folds), or 'all' for every fold in turn")
     p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
     p.add_argument("--model", default="retina_unet",
                    help="registered model (retina_unet, retina_net, ...); see retinaunet.models.available_models()")
@@ -54,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = None
     try:
+        paths = TaskPaths.from_task(args.task)
+        n_folds = num_folds(paths)
         if args.fold == "all":
-            folds = list(range(5))
-        elif args.fold.isdigit() and 0 <= int(args.fold) <= 4:
+            folds = list(range(n_folds))
+        elif args.fold.isdigit() and 0 <= int(args.fold) < n_folds:
             folds = [int(args.fold)]
         else:
-            raise ValueError(f"fold must be 0-4 or 'all', got '{args.fold}'")
-        paths = TaskPaths.from_task(args.task)
+            raise ValueError(f"fold must be 0-{n_folds - 1} or 'all', got '{args.fold}'")
         plans = load_plans(paths.plans)
         apply_overrides(plans, args.override)
         if args.epochs is not None:
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()
-    except (LayoutError, PlansError, TrainingError, ModelFolderError, ValueError, FileNotFoundError, KeyError) as err:
+    except (LayoutError, PlansError, SplitsError, TrainingError, ModelFolderError, ValueError, FileNotFoundError,
+            KeyError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rud_train: {msg}", file=sys.stderr)
         return 1

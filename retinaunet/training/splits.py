@@ -1,4 +1,4 @@
-"""Cross-validation splits: five folds of 60% train, 20% validation, 20% test.
+"""Cross-validation splits: five folds of 60% train, 20% validation, 20% test by default.
 
 Every case lies in exactly one fold's test set. Cases are stratified by the sorted tuple of classes they
 contain (cases without objects form their own stratum), so rare classes spread over all folds. A
@@ -107,10 +107,25 @@ def splits_file(task: TaskPaths | str | os.PathLike) -> Path:
     return path if path.suffix == ".json" else TaskPaths(path).splits
 
 
+def num_folds(task_paths: TaskPaths | str | os.PathLike, default: int = 5) -> int:
+    """Folds of a task: as many as its splits.json lists (a converter may write ten), else ``default``."""
+    path = splits_file(task_paths)
+    if not path.is_file():
+        return default
+    try:
+        splits = read_json(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line message
+        raise SplitsError(f"{path}: cannot read ({err}); fix it or delete it to have the splits recreated") from None
+    if not isinstance(splits, list) or not splits:
+        raise SplitsError(f"{path}: expected a non-empty list of folds; fix it or delete it")
+    return len(splits)
+
+
 def load_or_create_splits(task_paths: TaskPaths | str | os.PathLike, case_classes: Mapping[str, Iterable[int]],
                           seed: int = 0, n_folds: int = 5) -> list[dict[str, list[str]]]:
     """The task's folds: splits.json as it is when present (validated), else new stratified folds written
-    atomically to it. ``case_classes`` as in :func:`make_splits`; its keys are the known cases.
+    atomically to it. ``case_classes`` as in :func:`make_splits`; its keys are the known cases. A
+    splits.json may hold any number of folds (LUNA16's converter writes its ten subsets).
     """
     path = splits_file(task_paths)
     if path.exists():
