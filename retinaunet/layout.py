@@ -14,6 +14,7 @@ from pathlib import Path
 TASK_PATTERN = re.compile(r"^Task(\d{3})_([A-Za-z0-9][A-Za-z0-9_\-]*)$")
 
 FOLD_NAME = "fold{}"  # a fold of a model folder: models/<model>_<plan>/fold<k>
+CASE_NAMES = "case_names.json"  # a converted task's {case id: original name}, copied into its model folders
 
 
 class LayoutError(RuntimeError):

@@ -32,7 +32,7 @@ from loguru import logger
 from torch import nn
 
 from retinaunet.io import atomic_path, read_json, write_json
-from retinaunet.layout import FOLD_NAME
+from retinaunet.layout import CASE_NAMES, FOLD_NAME
 from retinaunet.plans import Plans, load_plans, save_plans
 
 __all__ = ["ModelFolder", "FoldFolder", "ModelFolderError", "save_checkpoint", "load_checkpoint",
@@ -198,7 +198,7 @@ class ModelFolder:
         return load_plans(self.plans_file)
 
     def write_plans(self, plans: Plans, dataset_file: Path) -> None:
-        """Copy the plans and the dataset description in (the folder is self-contained).
+        """Copy the plans, the dataset description and its case names in (the folder is self-contained).
 
         Refuses other plans than the folder's own, except for the sections that do not change the network
         (``training``, ``reasons``).
@@ -216,6 +216,9 @@ class ModelFolder:
                     "or rerun rud_plan as before to continue the old ones")
         save_plans(plans, self.plans_file)
         shutil.copyfile(dataset_file, self.path / dataset_file.name)
+        names = dataset_file.parent / CASE_NAMES  # a converted task's original case names travel with the model
+        if names.is_file():
+            shutil.copyfile(names, self.path / CASE_NAMES)
 
     def load_models(self, folds: Sequence[int] | None = None, device: str | torch.device = "cpu"
                     ) -> tuple[list[nn.Module], Plans]:

@@ -183,3 +183,19 @@ def test_refuses_to_overwrite(tmp_path, capsys):
     assert (out / "a.json").stat().st_mtime_ns == before
     assert main(["-t", str(task), "-i", str(inp), "-o", str(out), "--plan", "2d", "--device", "cpu", "--folds", "1",
                  "--overwrite", "--consolidation", "nms"]) == 0
+
+
+def test_model_folder_carries_the_converted_case_names(tmp_path):
+    """A moved model folder still names cases by their original names (e.g. LUNA16 seriesuids)."""
+    from retinaunet.convert import load_case_names
+    from retinaunet.layout import CASE_NAMES
+
+    plans = make_test_plans(dim=2)
+    task_dir = tmp_path / "Task000_Test"
+    task_dir.mkdir()
+    write_json({"1_2_3": "1.2.3"}, task_dir / CASE_NAMES)
+    folder = make_model_folder(task_dir, plans)
+    moved = tmp_path / "elsewhere" / "deep" / "er" / "model"
+    moved.parent.mkdir(parents=True)
+    folder.rename(moved)
+    assert load_case_names(moved) == {"1_2_3": "1.2.3"}

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from retinaunet.io import Geometry, read_json, write_image, write_json
-from retinaunet.layout import TaskPaths
+from retinaunet.layout import CASE_NAMES, TaskPaths
 
 __all__ = ["CASE_NAMES", "ConvertError", "Summary", "TaskWriter", "case_id", "has_true_outlines",
            "load_case_names"]
 
-CASE_NAMES = "case_names.json"
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
