@@ -32,8 +32,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(err).__name__}); "
-                           "it may be truncated: delete it and resume from an earlier one") from None
+        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(err).__name__}); it may be truncated. "
+                           "Nothing was changed: restore it from a backup, or rename its folder to keep the "
+                           "other checkpoints and train into a new one") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -18,6 +18,7 @@ import torch
 from loguru import logger
 from tqdm import tqdm
 
+from retinaunet.dataset import list_cases
 from retinaunet.evaluation.ap import average_precision, mean_over_classes
 from retinaunet.io import read_json, write_json
 from retinaunet.layout import TaskPaths
@@ -58,12 +59,26 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def case_classes(pre_dir: Path) -> dict[str, set[int]]:
-    """``{case: classes present}`` from the preprocessed case jsons."""
-    out = {}
+def case_classes(pre_dir: Path, raw_cases: set[str] | None = None) -> dict[str, set[int]]:
+    """``{case: classes present}`` from the preprocessed case jsons.
+
+    With ``raw_cases``, preprocessed cases no longer in the raw data are left out (with a warning), so a
+    case deleted from the dataset never enters splits or training.
+    """
+    out, stale = {}, []
     for f in sorted(pre_dir.glob("*.json")):
+        if f.name.startswith("."):  # a temporary file still being written
+            continue
         props = read_json(f)
-        out[props.get("case", f.stem)] = {int(c) for c in props.get("instances", {}).values()}
+        case = props.get("case", f.stem)
+        if raw_cases is not None and case not in raw_cases:
+            stale.append(case)
+            continue
+        out[case] = {int(c) for c in props.get("instances", {}).values()}
+    if stale:
+        logger.warning(f"{pre_dir}: {len(stale)} preprocessed case(s) are not in the raw data any more and are "
+                       f"left out ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}); delete their files "
+                       "to silence this")
     return out
 
 
@@ -73,6 +88,27 @@ def ground_truth(props: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
     boxes = np.array([props["boxes"][i] for i in ids], dtype=np.float64).reshape(-1, 2 * dim)
     labels = np.array([props["instances"][i] for i in ids], dtype=np.int64)
     return boxes, labels
+
+
+def check_fold_dir(fold_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse to start where a run would replace earlier results.
+
+    Any file in the fold folder (checkpoints, kept epochs, log, predictions) counts as an earlier run:
+    without ``force`` it is never touched. ``resume`` needs the last checkpoint; without it the run
+    would start at epoch 1 and replace the kept epochs, so it is refused too.
+    """
+    artefacts = sorted(p for p in fold_dir.rglob("*") if p.is_file()) if fold_dir.is_dir() else []
+    last = fold_dir / "checkpoint_last.pt"
+    if resume:
+        if not last.is_file():
+            kept = f" ({len(artefacts)} file(s) there are kept)" if artefacts else ""
+            raise TrainingError(f"{last}: not found, nothing to resume{kept}; train without --resume "
+                                "into an empty fold, or pass --force (without --resume) to start this fold over")
+        return
+    if artefacts and not force:
+        raise TrainingError(f"{fold_dir} already holds a training run ({artefacts[0].relative_to(fold_dir)} and "
+                            f"{len(artefacts) - 1} more file(s)): pass --resume to continue it or --force to "
+                            "delete it and start over")
 
 
 class Trainer:
@@ -96,7 +132,8 @@ class Trainer:
     def prepare(self) -> None:
         if not self.pre_dir.is_dir() or not any(self.pre_dir.glob("*.npy")):
             raise TrainingError(f"{self.pre_dir}: no preprocessed cases; run rud_preprocess -t {self.paths.name}")
-        classes = case_classes(self.pre_dir)
+        raw = {c.name for c in list_cases(self.paths.root, "train")} if self.paths.images_tr.is_dir() else None
+        classes = case_classes(self.pre_dir, raw)
         if self.ctx.is_main:
             splits = load_or_create_splits(self.paths, classes, seed=self.opts.seed)
         barrier(self.ctx)
@@ -108,9 +145,7 @@ class Trainer:
         self.split = splits[self.opts.fold]
         last = self.fold_dir / "checkpoint_last.pt"
         if self.ctx.is_main:
-            if last.exists() and not (self.opts.resume or self.opts.force):
-                raise TrainingError(f"{self.fold_dir} already holds a training run: pass --resume to continue "
-                                    "it or --force to start it over")
+            check_fold_dir(self.fold_dir, resume=self.opts.resume, force=self.opts.force)
             if self.opts.force and not self.opts.resume and self.fold_dir.exists():
                 shutil.rmtree(self.fold_dir)
             self._write_model_folder()
