@@ -138,7 +138,7 @@ def case_classes_from_dir(preprocessed_dir: str | os.PathLike) -> dict[str, set[
     folder = Path(preprocessed_dir)
     result: dict[str, set[int]] = {}
     for meta in sorted(folder.glob("*.json")):
-        if not (folder / f"{meta.stem}.npy").exists():
+        if meta.name.startswith(".") or not (folder / f"{meta.stem}.npy").exists():
             continue
         instances = read_json(meta).get("instances", {})
         result[meta.stem] = {int(c) for c in instances.values()}
