@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
 
 
@@ -32,17 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from planning.pipeline import plan_task, summary_table
-    from retinaunet.dataset import DatasetError
 
-    try:
+    def plan() -> None:
+        from planning.pipeline import plan_task, summary_table
+
         plans, _ = plan_task(args.task, mode=args.mode, gpu_memory=args.gpu_memory, overrides=args.override,
                              workers=args.workers, force=args.force)
-    except DatasetError as err:
-        print(str(err), file=sys.stderr)
-        return 1
-    except Exception as err:  # noqa: BLE001 - one-line error for the user
-        print(f"rud_plan: {err}", file=sys.stderr)
-        return 1
-    print(summary_table(plans))
-    return 0
+        print(summary_table(plans))
+
+    return run_command("rud_plan", plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
 
 
@@ -25,16 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from preprocessing.task import preprocess_task
 
-    try:
+    def preprocess() -> int:
+        from preprocessing.task import preprocess_task
+
         report = preprocess_task(args.task, workers=args.workers, force=args.force)
-    except Exception as err:  # noqa: BLE001 - one-line error for the user
-        print(f"rud_preprocess: {err}", file=sys.stderr)
-        return 1
-    if report.failed:
-        print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
-              + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)
-        return 1
-    print(f"{len(report.done)} case(s) preprocessed, {len(report.skipped)} up to date, in {report.out_dir}")
-    return 0
+        if report.failed:
+            print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
+                  + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)
+            return 1
+        print(f"{len(report.done)} case(s) preprocessed, {len(report.skipped)} up to date, in {report.out_dir}")
+        return 0
+
+    return run_command("rud_preprocess", preprocess)

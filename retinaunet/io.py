@@ -335,7 +335,11 @@ def write_image(array: np.ndarray, geometry: Geometry | None, path: str | os.Pat
     if geometry is not None:
         geometry.apply_to(image)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), True)
+        try:
+            sitk.WriteImage(image, str(tmp), True)
+        except RuntimeError as err:  # SimpleITK reports a failed write (full disk ...) as RuntimeError
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+            raise OSError(f"{path}: SimpleITK cannot write it ({reason}); is the disk full?") from None
     return Path(path)
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from retinaunet.io import read_json, write_json
+from retinaunet.io import ReadError, read_json, write_json
+from retinaunet.plan_values import plan_value_problems
 
 REQUIRED_KEYS = ("mode", "dim", "patch_size", "batch_size", "num_classes", "in_channels", "network",
                  "anchors", "matching", "training", "inference")
@@ -162,6 +163,8 @@ def apply_overrides(plans: Plans, overrides: Sequence[str]) -> Plans:
             raise PlansError(f"override '{item}' must look like key=value, e.g. training.epochs=10")
         key, value = item.split("=", 1)
         plans.override(key.strip(), parse_value(value.strip()))
+    if problems := plan_value_problems(plans):
+        raise PlansError(f"--override: {problems[0]}")
     return plans
 
 
@@ -177,7 +180,14 @@ def load_plans(path: str | os.PathLike) -> Plans:
     path = Path(path)
     if not path.exists():
         raise PlansError(f"{path} not found: run rud_plan for this task first")
-    return Plans(read_json(path))
+    try:
+        data = read_json(path)
+    except ReadError as err:
+        raise PlansError(str(err)) from None
+    if problems := plan_value_problems(data):
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PlansError(f"{path}: {problems[0]}{more}; fix it or rerun rud_plan")
+    return Plans(data)
 
 
 def save_plans(plans: dict, path: str | os.PathLike) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from retinaunet.cli_errors import run_command
 from retinaunet.evaluation.evaluate import evaluate_cv, evaluate_folder
 from retinaunet.evaluation.io import EvaluationError
 from retinaunet.evaluation.matching import DEFAULT_MAX_DETECTIONS
@@ -90,17 +90,4 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from retinaunet.dataset import DatasetError
-    from retinaunet.io import ReadError
-    from retinaunet.layout import LayoutError
-
-    try:
-        metrics = run(args)
-    except (EvaluationError, LayoutError, ReadError, DatasetError, ValueError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"rud_evaluate: {message}", file=sys.stderr)
-        return 1
-    print(format_table(metrics))
-    return 0
-
-
+    return run_command("rud_evaluate", lambda: print(format_table(run(args))))

@@ -21,7 +21,11 @@ from retinaunet.io import atomic_path
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch reports a failed write (full disk ...) as RuntimeError
+            raise OSError(f"{path}: cannot write the checkpoint ({str(err).strip().splitlines()[-1]}); is the "
+                          "disk full?") from None
     return Path(path)
 
 
