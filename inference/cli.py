@@ -139,17 +139,17 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     done = {name for name in names if resume and all(f.is_file() for f in
                                                      output_files(output_dir, name, save_seg, save_boxes))}
     planned = [f for name in names if name not in done for f in output_files(output_dir, name, save_seg, save_boxes)]
-    if shard[1] == 1 and not resume:
+    if shard[1] == 1:
         planned += [output_dir / CSV_NAME, output_dir / GALLERY_NAME]
-    if not overwrite:
+    if overwrite:
+        for stale in (output_dir / CSV_NAME, output_dir / GALLERY_NAME):
+            stale.unlink(missing_ok=True)
+    elif not resume:  # with resume, what exists of unfinished cases is the interrupted run's own
         existing = [f for f in planned if f.exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise OutputExistsError(f"{existing[0]} exists{more}; pass --continue to finish an interrupted run, "
                                     "--overwrite to replace, or choose another -o")
-    else:
-        for stale in (output_dir / CSV_NAME, output_dir / GALLERY_NAME):
-            stale.unlink(missing_ok=True)
     models, plans = load_models(model_dir, folds, device)
     predictor = Predictor(models, plans, device=device, mirror=mirror, consolidation=consolidation,
                           batch_size=batch_size, keep_seg=save_seg, progress=progress)

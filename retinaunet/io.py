@@ -325,6 +325,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:  # e.g. a full disk met by write(): name the file
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

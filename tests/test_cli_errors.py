@@ -186,3 +186,16 @@ def test_override_with_a_bad_value(data_root, capsys):
     _one_line(capsys, "rud_train", "'batch_size'")
     assert main(["0", "-t", "9", "--epochs", "-2"]) == 1
     _one_line(capsys, "rud_train", "'training.epochs'")
+
+
+def test_a_write_that_meets_a_full_disk_names_the_file(tmp_path, monkeypatch, capsys):
+    from retinaunet.cli_errors import run_command
+    from retinaunet.io import write_json
+
+    def dump(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(retinaunet.io.json, "dump", dump)
+    assert run_command("rud_x", lambda: write_json({"a": 1}, tmp_path / "out.json")) == 1
+    _one_line(capsys, "rud_x", f"{tmp_path / 'out.json'}: no space left")
+    assert list(tmp_path.iterdir()) == []
