@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -23,12 +23,17 @@ def quiet_logs():
     logger.add(sys.stderr)
 
 
-def _no_space(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
+class _FailingOs:
+    """The ``os`` module as ``retinaunet.io`` sees it, except that putting a written file in place fails."""
 
+    def __init__(self, error):
+        self._error = error
 
-def _denied(*args, prefix="", dir=None, **kwargs):
-    raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def replace(self, src, dst):
+        raise self._error(dst)
 
 
 @pytest.fixture(params=["enospc", "eacces"])
@@ -36,8 +41,11 @@ def broken_disk(request, monkeypatch):
     """Call it to make every later atomic write fail as on a full disk or in a read-only folder; returns
     the words the error line must hold."""
     def apply() -> str:
-        fail = _no_space if request.param == "enospc" else _denied
-        monkeypatch.setattr(retinaunet.io, "tempfile", types.SimpleNamespace(mkstemp=fail))
+        if request.param == "enospc":
+            error = lambda dst: OSError(errno.ENOSPC, "No space left on device")  # noqa: E731
+        else:
+            error = lambda dst: PermissionError(errno.EACCES, "Permission denied", str(dst))  # noqa: E731
+        monkeypatch.setattr(retinaunet.io, "os", _FailingOs(error))
         return "no space left" if request.param == "enospc" else "permission denied"
     return apply
 
