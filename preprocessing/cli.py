@@ -7,6 +7,7 @@ import sys
 
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
+from retinaunet.threads import fair_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "memory-mappable .npy files plus a json per case. Resumable: up-to-date cases are skipped.")
     p.add_argument("-t", "--task", default=default_task(),
                    help="task number (1, 001) or full name (Task001_Name); default $RUD_TASK")
-    p.add_argument("--workers", type=int, default=2,
-                   help="parallel processes, one case in memory each (0: in this process); more workers need "
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel processes, one case in memory each (0: in this process; default 2, fewer when "
+                        "other work keeps the cores busy); more workers need "
                         "more memory")
     p.add_argument("--force", action="store_true", help="redo every case, even those that are up to date")
     return p
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     def preprocess() -> int:
         from preprocessing.task import preprocess_task
 
-        report = preprocess_task(args.task, workers=args.workers, force=args.force)
+        workers = min(2, fair_threads()) if args.workers is None else args.workers
+        report = preprocess_task(args.task, workers=workers, force=args.force)
         if report.failed:
             print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
                   + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)
