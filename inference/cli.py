@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from loguru import logger
 from tqdm import tqdm
@@ -20,13 +20,15 @@ from tqdm import tqdm
 from inference.export import CSV_NAME, output_files
 from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
 from inference.pipeline import PredictionRun
+from retinaunet.cli_errors import run_command
 from retinaunet.convert.writer import load_case_names
 from retinaunet.coordinates import CaseCoordinates
 from retinaunet.dataset import MODALITY_PATTERN
-from retinaunet.io import IMAGE_SUFFIXES, ReadError, read_case, read_header, read_image, strip_image_suffix
-from retinaunet.layout import LayoutError, TaskPaths
+from retinaunet.io import IMAGE_SUFFIXES, read_case, read_header, read_image, read_json, strip_image_suffix
+from retinaunet.layout import TaskPaths
 from retinaunet.model_folder import ModelFolder, ModelFolderError
-from retinaunet.plans import Plans, PlansError, load_plans
+from retinaunet.plans import Plans, load_plans
+from retinaunet.threads import set_threads
 
 __all__ = ["InputError", "OutputExistsError", "find_input_cases", "main", "parse_shard", "predict_folder",
            "resolve_model_dir", "shard_cases"]
@@ -112,50 +114,79 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                    folds: Sequence[int] | None = None, *, mirror: bool = True, shard: tuple[int, int] = (0, 1),
                    device: str | torch.device = "cpu", consolidation: str = "wbc", save_seg: bool = False,
                    save_boxes: bool = False, overwrite: bool = False, batch_size: int | None = None,
-                   progress: bool = True) -> list[Path]:
+                   progress: bool = True, resume: bool = False) -> list[Path]:
     """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
 
     Writes ``<case>.json`` per case (see :mod:`inference.export`), optional NIfTI masks, and
     ``predictions.csv`` over all prediction JSONs in ``output_dir``. Nothing is overwritten unless
     ``overwrite``: every output is checked before the first case runs. Shards of one run share the
     CSV (each shard rewrites it from the JSONs present when it ends).
+
+    ``overwrite`` removes the run's CSV and gallery before the first case, so an interrupted run never
+    leaves those of an earlier model beside its new JSONs. ``resume`` continues an interrupted run: cases
+    whose JSON exists (it is written last) are kept, the others predicted, and the CSV and gallery
+    written as an uninterrupted run writes them.
     """
+    if overwrite and resume:
+        raise ValueError("--overwrite and --continue exclude each other: --continue keeps finished cases")
     folder, output_dir = ModelFolder(Path(model_dir)), Path(output_dir)
     plans = folder.load_plans()
     cases = find_input_cases(input_dir, plans)
     names = shard_cases(list(cases), *shard)
     for name in names:
         check_case_files(name, cases[name], plans)
-    planned = [f for name in names for f in output_files(output_dir, name, save_seg, save_boxes)]
+    done = {name for name in names if resume and all(f.is_file() for f in
+                                                     output_files(output_dir, name, save_seg, save_boxes))}
+    planned = [f for name in names if name not in done for f in output_files(output_dir, name, save_seg, save_boxes)]
     if shard[1] == 1:
         planned += [output_dir / CSV_NAME, output_dir / GALLERY_NAME]
-    if not overwrite:
+    if overwrite:
+        for stale in (output_dir / CSV_NAME, output_dir / GALLERY_NAME):
+            stale.unlink(missing_ok=True)
+    elif not resume:  # with resume, what exists of unfinished cases is the interrupted run's own
         existing = [f for f in planned if f.exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace, or choose another -o")
+            raise OutputExistsError(f"{existing[0]} exists{more}; pass --continue to finish an interrupted run, "
+                                    "--overwrite to replace, or choose another -o")
     models, plans = folder.load_models(folds, device)
     run = PredictionRun(models, plans, device, out_dir=output_dir, save_seg=save_seg, save_boxes=save_boxes,
                         predictor_options={"mirror": mirror, "consolidation": consolidation,
                                            "batch_size": batch_size, "progress": progress})
-    logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
-                f"{len(models)} model(s) x {len(run.predictor.views)} view(s) -> {output_dir}")
+    logger.info(f"predicting {len(names) - len(done)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}"
+                + (f", {len(done)} done before" if done else "") + f") with {len(models)} model(s) x "
+                f"{len(run.predictor.views)} view(s) -> {output_dir}")
     source_names = load_case_names(model_dir)  # converted tasks: case id -> original name
-    panels = []
+    kept, panels = [], []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
+        if name in done:
+            kept.append(output_dir / f"{name}.json")
+            if shard[1] == 1 and len(panels) < GALLERY_CASES:
+                doc = read_json(output_dir / f"{name}.json")
+                entries = doc.get("boxes", [])
+                panels.append(_panel(name, cases[name][0], [b["box"] for b in entries],
+                                     [b["score"] for b in entries], [b["class"] for b in entries]))
+            continue
         images, geometry = read_case(cases[name])
         data, _, props = _preprocess(images, geometry, plans, name)
         del images
         props = {**props, "case": name, **({"source_name": source_names[name]} if name in source_names else {})}
         pred = run.case(data, props)
-        if shard[1] == 1 and len(panels) < GALLERY_CASES:  # read again: the volume is not kept during prediction
-            panels.append(gallery_panel(name, read_image(cases[name][0])[0],
-                                        CaseCoordinates.from_props(props).to_original(pred.boxes),
-                                        pred.scores, pred.labels))
-    written = run.finish()
+        if shard[1] == 1 and len(panels) < GALLERY_CASES:
+            order = np.argsort(-np.asarray(pred.scores), kind="stable")  # the JSON's order
+            panels.append(_panel(name, cases[name][0], CaseCoordinates.from_props(props).to_original(pred.boxes)[order],
+                                 np.asarray(pred.scores)[order], np.asarray(pred.labels)[order]))
+    written = sorted(kept + run.finish())
     if panels:
         write_gallery(panels, plans.class_names, output_dir / GALLERY_NAME)
     return written
+
+
+def _panel(name: str, image_file: Path, boxes, scores, labels):
+    """A gallery panel from boxes in the original index space, in the JSON's order (read the image again:
+    the volume is not kept during prediction). Predicted and continued cases give the same panel."""
+    return gallery_panel(name, read_image(image_file)[0], np.asarray(boxes, dtype=np.float64),
+                         np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64))
 
 
 def resolve_model_dir(task: str | None, model: str, plan: str | None) -> Path:
@@ -169,8 +200,20 @@ def resolve_model_dir(task: str | None, model: str, plan: str | None) -> Path:
             names = ", ".join(p.name for p in found) or "none"
             raise ModelFolderError(f"{paths.root / 'models'}: cannot choose the plan for model {model} "
                                    f"(found {names}); pass --plan")
-        return found[0]
-    return paths.model_dir(model, plan)
+        return check_model_task(found[0], paths.name)
+    return check_model_task(paths.model_dir(model, plan), paths.name)
+
+
+def check_model_task(model_dir: Path, task: str) -> Path:
+    """``model_dir`` when its plans were made for ``task``, else ModelFolderError (a folder copied from
+    another task would predict that task's classes)."""
+    plans_file = ModelFolder(model_dir).plans_file
+    if plans_file.is_file():
+        trained_on = load_plans(plans_file).task
+        if trained_on and trained_on != task:
+            raise ModelFolderError(f"{model_dir}: trained on task {trained_on}, not {task}; pass -t {trained_on} "
+                                   "or move the folder to its task")
+    return model_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,22 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <case>_seg.nii.gz, the segmentation argmax (0 background, class+1)")
     p.add_argument("--save-boxes", action="store_true",
                    help="also write <case>_boxes.nii.gz, box k of the JSON painted as k+1 (for viewers)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (the old predictions.csv and gallery.png are removed first)")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="finish an interrupted run: keep the cases whose JSON exists, predict the rest, then "
+                        "write predictions.csv and gallery.png as an uninterrupted run would")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads; default: the cores not busy with other work (a fair share beside other jobs)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("rud_predict", lambda: predict(args))
+
+
+def predict(args: argparse.Namespace) -> None:
+    """Do the run the parsed arguments describe."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
-        shard = parse_shard(args.shard)
-        model_dir = resolve_model_dir(args.task, args.model, args.plan)
-        predict_folder(model_dir, args.input, args.output, args.folds, mirror=not args.no_tta, shard=shard,
-                       device=device, consolidation=args.consolidation, save_seg=args.save_seg,
-                       save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size)
-    except (InputError, OutputExistsError, ModelFolderError, LayoutError, PlansError, ReadError, ValueError) as err:
-        print(f"rud_predict: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+    shard = parse_shard(args.shard)
+    set_threads(args.threads)
+    model_dir = resolve_model_dir(args.task, args.model, args.plan)
+    predict_folder(model_dir, args.input, args.output, args.folds, mirror=not args.no_tta, shard=shard,
+                   device=device, consolidation=args.consolidation, save_seg=args.save_seg,
+                   save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
+                   resume=args.resume)

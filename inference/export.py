@@ -124,6 +124,8 @@ def read_predictions(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every prediction JSON in ``out_dir`` (files with "case" and "boxes"), sorted by case."""
     docs = []
     for path in sorted(Path(out_dir).glob("*.json")):
+        if path.name.startswith("."):  # another writer's temporary file
+            continue
         doc = read_json(path)
         if isinstance(doc, dict) and "case" in doc and "boxes" in doc:
             docs.append(doc)

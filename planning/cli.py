@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
+from retinaunet.threads import fair_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,24 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set one plans entry after planning, dotted key and JSON value, e.g. "
                         "training.epochs=20 or patch_size=[96,96]; several may follow one --override. "
                         "Changes results: use with care")
-    p.add_argument("--workers", type=int, default=2, help="processes for the fingerprint (0: in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the fingerprint (0: in this process; default 2, fewer when other work keeps "
+                        "the cores busy)")
     p.add_argument("--force", action="store_true", help="recompute the fingerprint even if the raw data is unchanged")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from planning.pipeline import plan_task, summary_table
-    from retinaunet.dataset import DatasetError
 
-    try:
+    def plan() -> None:
+        from planning.pipeline import plan_task, summary_table
+
         plans, _ = plan_task(args.task, mode=args.mode, gpu_memory=args.gpu_memory, overrides=args.override,
-                             workers=args.workers, force=args.force)
-    except DatasetError as err:
-        print(str(err), file=sys.stderr)
-        return 1
-    except Exception as err:  # noqa: BLE001 - one-line error for the user
-        print(f"rud_plan: {err}", file=sys.stderr)
-        return 1
-    print(summary_table(plans))
-    return 0
+                             workers=min(2, fair_threads()) if args.workers is None else args.workers,
+                             force=args.force)
+        print(summary_table(plans))
+
+    return run_command("rud_plan", plan)

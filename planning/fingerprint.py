@@ -127,6 +127,35 @@ def compute_fingerprint(task_dir: str | os.PathLike, workers: int = 0) -> dict[s
     }
 
 
+SPACING_OUTLIER = 8.0  # a case whose spacing differs this much from the median on an axis is suspicious
+
+
+def fingerprint_warnings(fp: dict[str, Any]) -> list[str]:
+    """Doubts about a dataset that do not stop planning: no objects at all, spacing outliers.
+
+    A spacing far from the others usually is a broken header (mm given as m, a slice thickness of 0.001):
+    resampled to the common spacing such a case collapses to a few voxels or swells to thousands of slices.
+    """
+    warnings = []
+    if fp.get("objects_per_case", {}).get("total", 0) == 0:
+        warnings.append(f"{fp.get('task', 'dataset')}: no training case holds an object; a detector needs labelled "
+                        "objects (check labelsTr and the instance jsons)")
+    cases = [c for c in fp.get("cases", []) if c.get("spacing")]
+    if len(cases) >= 3:
+        spacings = np.array([c["spacing"] for c in cases], dtype=np.float64)
+        median = np.median(spacings, axis=0)
+        ratio = spacings / np.maximum(median, 1e-12)
+        odd = np.flatnonzero(((ratio > SPACING_OUTLIER) | (ratio < 1 / SPACING_OUTLIER)).any(axis=1))
+        for i in odd[:10]:
+            shape = np.maximum(np.round(np.asarray(cases[i]["shape"]) * ratio[i]), 1).astype(int).tolist()
+            warnings.append(f"{cases[i]['case']}: spacing {cases[i]['spacing']} mm is far from the median "
+                            f"{median.round(4).tolist()} mm (at the median spacing it becomes {shape} voxels); "
+                            "check its header")
+        if len(odd) > 10:
+            warnings.append(f"... and {len(odd) - 10} more case(s) with outlying spacing")
+    return warnings
+
+
 def _fingerprint_item(item: tuple[Case, int]) -> dict[str, Any]:
     return fingerprint_case(*item)
 

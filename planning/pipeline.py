@@ -9,7 +9,7 @@ from pathlib import Path
 from loguru import logger
 
 from planning.budget import Budget
-from planning.fingerprint import load_or_compute_fingerprint
+from planning.fingerprint import fingerprint_warnings, load_or_compute_fingerprint
 from planning.planner import plan_from_fingerprint
 from retinaunet.convert.writer import has_true_outlines
 from retinaunet.dataset import check_dataset
@@ -31,6 +31,8 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
     if validate:
         check_dataset(paths.root, progress=True)
     fp, _ = load_or_compute_fingerprint(paths.root, workers=workers, force=force)
+    for line in fingerprint_warnings(fp):
+        logger.warning(line)
     plans = plan_from_fingerprint(fp, mode=mode, budget=budget, gpu_memory=gpu_memory)
     if not has_true_outlines(paths.root):
         plans.override("training.seg_loss_weight", 0.0, source="dataset.json")

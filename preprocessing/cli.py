@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
+from retinaunet.threads import fair_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "memory-mappable .npy files plus a json per case. Resumable: up-to-date cases are skipped.")
     p.add_argument("-t", "--task", default=default_task(),
                    help="task number (1, 001) or full name (Task001_Name); default $RUD_TASK")
-    p.add_argument("--workers", type=int, default=2,
-                   help="parallel processes, one case in memory each (0: in this process); more workers need "
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel processes, one case in memory each (0: in this process; default 2, fewer when "
+                        "other work keeps the cores busy); more workers need "
                         "more memory")
     p.add_argument("--force", action="store_true", help="redo every case, even those that are up to date")
     p.add_argument("--shard", default="0/1",
@@ -28,17 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from preprocessing.task import preprocess_task
-    from retinaunet.shard import parse_shard
 
-    try:
-        report = preprocess_task(args.task, workers=args.workers, force=args.force, shard=parse_shard(args.shard))
-    except Exception as err:  # noqa: BLE001 - one-line error for the user
-        print(f"rud_preprocess: {err}", file=sys.stderr)
-        return 1
-    if report.failed:
-        print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
-              + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)
-        return 1
-    print(f"{len(report.done)} case(s) preprocessed, {len(report.skipped)} up to date, in {report.out_dir}")
-    return 0
+    def preprocess() -> int:
+        from preprocessing.task import preprocess_task
+        from retinaunet.shard import parse_shard
+
+        workers = min(2, fair_threads()) if args.workers is None else args.workers
+        report = preprocess_task(args.task, workers=workers, force=args.force, shard=parse_shard(args.shard))
+        if report.failed:
+            print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
+                  + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)
+            return 1
+        print(f"{len(report.done)} case(s) preprocessed, {len(report.skipped)} up to date, in {report.out_dir}")
+        return 0
+
+    return run_command("rud_preprocess", preprocess)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from loguru import logger
 from tqdm import tqdm
 
 from retinaunet.io import (
@@ -103,6 +105,16 @@ def _int_keyed(data: dict, key: str, path: Path) -> dict[int, str]:
     return out
 
 
+def _flag(value: object, key: str, path: Path) -> bool:
+    """A yes/no entry: JSON true/false, or the words true/false/yes/no (so "false" is not read as true)."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if isinstance(value, (str, int)) and str(value).strip().lower() in words:
+        return words[str(value).strip().lower()]
+    raise ReadError(f"{path}: '{key}' must be true or false, got {value!r}")
+
+
 def load_dataset_info(task_dir: str | os.PathLike) -> DatasetInfo:
     """Read ``dataset.json`` (or ``dataset.yaml``) of a task folder (nnDetection's keys)."""
     paths = TaskPaths(Path(task_dir))
@@ -116,16 +128,21 @@ def load_dataset_info(task_dir: str | os.PathLike) -> DatasetInfo:
         dim=int(dim),
         labels=_int_keyed(data, "labels", path),
         modalities=_int_keyed(data, "modalities", path),
-        test_labels=bool(data.get("test_labels", True)),
+        test_labels=_flag(data.get("test_labels", True), "test_labels", path),
         file=path,
     )
 
 
-def _image_files(folder: Path) -> Iterator[Path]:
+def _image_files(folder: Path, problems: list[str] | None = None) -> Iterator[Path]:
+    """Image files of a folder; broken symbolic links among them are reported in ``problems``."""
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
-            if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES):
+            if p.name.startswith(".") or not p.name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            if p.is_file():
                 yield p
+            elif p.is_symlink() and problems is not None:
+                problems.append(f"{p}: broken symbolic link (to {os.readlink(p)}); restore its target or remove it")
 
 
 def scan_cases(task_dir: str | os.PathLike, split: str = "train") -> tuple[list[Case], list[str]]:
@@ -135,7 +152,7 @@ def scan_cases(task_dir: str | os.PathLike, split: str = "train") -> tuple[list[
                               "test": (paths.images_ts, paths.labels_ts)}[split]
     problems: list[str] = []
     files: dict[str, dict[int, Path]] = {}
-    for f in _image_files(images_dir):
+    for f in _image_files(images_dir, problems):
         match = MODALITY_PATTERN.match(strip_image_suffix(f.name))
         if match is None:
             problems.append(f"{f}: name must be <case>_<4-digit modality>.nii.gz, e.g. case001_0000.nii.gz; rename it")
@@ -147,7 +164,7 @@ def scan_cases(task_dir: str | os.PathLike, split: str = "train") -> tuple[list[
             continue
         files[case][mod] = f
     labels: dict[str, Path] = {}
-    for f in _image_files(labels_dir):
+    for f in _image_files(labels_dir, problems):
         case = strip_image_suffix(f.name)
         if case in labels:
             problems.append(f"{f}: label of case '{case}' exists twice (also {labels[case].name}); remove one")
@@ -197,9 +214,17 @@ def _check_case(case: Case, info: DatasetInfo, need_label: bool) -> list[str]:
             reference = geom
         elif (diff := reference.same_as(geom)) is not None:
             problems.append(f"{f}: {diff} of modality 0; resample it onto modality 0's grid")
+        if pixel.startswith("vector"):
+            problems.append(f"{f}: has {pixel} components per voxel; store each modality as its own file "
+                            "(_0000, _0001, ...)")
+            continue
         if "float" not in pixel:  # integer voxels cannot be NaN: the header is enough
             continue
-        array, _ = read_image(f)
+        try:
+            array, _ = read_image(f)  # NaN/inf voxels and vector images raise ReadError
+        except ReadError as err:
+            problems.append(str(err))
+            continue
         if not np.isfinite(array).all():
             bad = int((~np.isfinite(array)).sum())
             problems.append(f"{f}: {bad} NaN/inf voxels; replace them (e.g. with the background value)")
@@ -224,7 +249,10 @@ def _check_label(case: Case, info: DatasetInfo, reference) -> list[str]:
     integer = "integer" in pixel and "vector" not in pixel
     if not integer:
         problems.append(f"{case.label}: pixel type '{pixel}' is not integer; save the instance map as integers")
-    array, _ = read_image(case.label)
+    try:
+        array, _ = read_image(case.label)
+    except ReadError as err:
+        return [*problems, str(err)]
     if not integer and np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or not np.all(array == np.round(array)):
             return problems
@@ -260,8 +288,18 @@ def _check_label(case: Case, info: DatasetInfo, reference) -> list[str]:
     return problems
 
 
-def validate_dataset(task_dir: str | os.PathLike, progress: bool = True) -> list[str]:
-    """Every problem of a raw dataset, one line each naming the file and the fix (empty when valid)."""
+def _name_key(name: str) -> str:
+    """Names that look the same to a user: equal up to letter case and Unicode normalisation."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def validate_dataset(task_dir: str | os.PathLike, progress: bool = True,
+                     warnings: list[str] | None = None) -> list[str]:
+    """Every problem of a raw dataset, one line each naming the file and the fix (empty when valid).
+
+    Doubts that do not stop the pipeline (the same case name among training and test images) are
+    appended to ``warnings`` when given.
+    """
     task_dir = Path(task_dir)
     try:
         info = load_dataset_info(task_dir)
@@ -269,27 +307,36 @@ def validate_dataset(task_dir: str | os.PathLike, progress: bool = True) -> list
         return [str(err)]
     problems: list[str] = []
     paths = TaskPaths(task_dir)
+    names: dict[str, set[str]] = {}
     for split, need in (("train", True), ("test", info.test_labels)):
         cases, naming = scan_cases(task_dir, split)
         problems.extend(naming)
         if split == "train" and not cases:
             problems.append(f"{paths.images_tr}: no training cases; put <case>_0000.nii.gz files there")
-        lower = {}
+        seen: dict[str, str] = {}
         for case in cases:
-            key = case.name.lower()
-            if key in lower:
-                problems.append(f"{case.images[0]}: case name '{case.name}' duplicates '{lower[key]}' "
-                                "(names differ only in case); rename one")
-            lower[key] = case.name
+            key = _name_key(case.name)
+            if key in seen:
+                problems.append(f"{case.images[0]}: case name '{case.name}' duplicates '{seen[key]}' "
+                                "(names differ only in case or in Unicode form); rename one")
+            seen[key] = case.name
+        names[split] = set(seen)
         bar = tqdm(cases, desc=f"validate {split}", disable=not progress or not cases, leave=False)
         for case in bar:
             problems.extend(_check_case(case, info, need))
+    both = sorted(names["train"] & names["test"])
+    if both and warnings is not None:
+        warnings.append(f"{paths.images_ts}: {len(both)} case(s) also in imagesTr ({', '.join(both[:5])}"
+                        f"{' ...' if len(both) > 5 else ''}); a test case seen in training overstates the results")
     return problems
 
 
 def check_dataset(task_dir: str | os.PathLike, progress: bool = True) -> DatasetInfo:
     """Validate and return the dataset description, or raise :class:`DatasetError` listing every problem."""
-    problems = validate_dataset(task_dir, progress=progress)
+    warnings: list[str] = []
+    problems = validate_dataset(task_dir, progress=progress, warnings=warnings)
+    for line in warnings:
+        logger.warning(line)
     if problems:
         raise DatasetError(problems, where=str(task_dir))
     return load_dataset_info(task_dir)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TASK_PATTERN = re.compile(r"^Task(\d{3})_([A-Za-z0-9][A-Za-z0-9_\-]*)$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,99}$")
 
 FOLD_NAME = "fold{}"  # a fold of a model folder: models/<model>_<plan>/fold<k>
 CASE_NAMES = "case_names.json"  # a converted task's {case id: original name}, copied into its model folders
@@ -19,6 +20,19 @@ CASE_NAMES = "case_names.json"  # a converted task's {case id: original name}, c
 
 class LayoutError(RuntimeError):
     """A path or task that cannot be resolved; the message says what to do."""
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """``name`` when it is one plain folder or file name (letters, digits, ``_ . + -``), else LayoutError.
+
+    Names from plans.json, --override or the command line become path components inside the task
+    folder; a separator, ``..`` or an absolute path would let a write or a delete land outside it.
+    """
+    text = str(name)
+    if not isinstance(name, (str, int)) or not NAME_PATTERN.match(text) or ".." in text:
+        raise LayoutError(f"{what} {text!r} is not a plain name: use letters, digits, '_', '-', '.' and '+', "
+                          "no path separators or '..'")
+    return text
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -38,8 +52,12 @@ def default_task() -> str | None:
 
 
 def task_name(number: int, name: str) -> str:
-    """``task_name(1, "Shapes") -> "Task001_Shapes"``."""
-    return f"Task{number:03d}_{name}"
+    """``task_name(1, "Shapes") -> "Task001_Shapes"``; LayoutError for a number or name that is no task name."""
+    text = f"Task{number:03d}_{name}" if isinstance(number, int) and 0 <= number <= 999 else ""
+    if not TASK_PATTERN.match(text):
+        raise LayoutError(f"task number {number!r} and name {name!r} do not make a task name: use a number "
+                          "0-999 and a name of letters, digits, '_' and '-'")
+    return text
 
 
 def find_task(task: str | int | os.PathLike | None, root: str | os.PathLike | None = None) -> Path:
@@ -127,14 +145,14 @@ class TaskPaths:
         return self.root / "splits.json"
 
     def preprocessed(self, plan_name: str) -> Path:
-        return self.root / "preprocessed" / plan_name
+        return self.root / "preprocessed" / check_name(plan_name, "plan_name")
 
     def model_dir(self, model: str, plan_name: str) -> Path:
-        return self.root / "models" / f"{model}_{plan_name}"
+        return self.root / "models" / f"{check_name(model, 'model')}_{check_name(plan_name, 'plan_name')}"
 
     def fold_dir(self, model: str, plan_name: str, fold: int) -> Path:
         """``models/<model>_<plan>/fold<k>``; its contents belong to :mod:`retinaunet.model_folder`."""
         return self.model_dir(model, plan_name) / FOLD_NAME.format(int(fold))
 
     def predictions(self, run: str) -> Path:
-        return self.root / "predictions" / run
+        return self.root / "predictions" / check_name(run, "run name")

@@ -60,7 +60,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch reports a failed write (full disk ...) as RuntimeError
+            raise OSError(f"{path}: cannot write the checkpoint ({str(err).strip().splitlines()[-1]}); is the "
+                          "disk full?") from None
     return path
 
 
@@ -72,8 +76,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise ModelFolderError(f"{path}: cannot load the checkpoint ({type(err).__name__}); it may be truncated: "
-                               "delete it (resume from an earlier one), retrain or copy it again") from None
+        raise ModelFolderError(f"{path}: cannot load the checkpoint ({type(err).__name__}); it may be truncated. "
+                               "Nothing was changed: restore it from a backup, or rename its folder to keep the "
+                               "other checkpoints and train into a new one") from None
     if not isinstance(ckpt, dict) or not {"model", "plans", "state_dict"} <= set(ckpt):
         raise ModelFolderError(f"{path}: not a checkpoint of this project (needs model, plans, state_dict)")
     return ckpt

@@ -26,7 +26,8 @@ from typing import Any
 
 from loguru import logger
 
-from retinaunet.io import read_json, write_json
+from retinaunet.io import ReadError, read_json, write_json
+from retinaunet.layout import LayoutError, check_name
 
 __all__ = ["Plans", "PlansError", "NetworkPlan", "AnchorsPlan", "MatchingPlan", "TrainingPlan", "InferencePlan",
            "load_plans", "save_plans", "apply_overrides", "parse_value", "cumulative_stride", "make_test_plans"]
@@ -141,7 +142,8 @@ def _check(value: Any, f: dataclasses.Field, key: str, source: str) -> None:
 def _read_section(cls: type, data: Any, prefix: str, source: str) -> Any:
     """A section dataclass from a JSON object: unknown keys are errors, retired keys are dropped."""
     if not isinstance(data, Mapping):
-        raise PlansError(f"{source}: {prefix or 'the file'} must be a JSON object, got {json.dumps(data)[:60]}")
+        where = prefix.rstrip(".") or "the file"
+        raise PlansError(f"{source}: {where} must be a JSON object, got {json.dumps(data)[:60]}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -358,6 +360,10 @@ class Plans:
         """Cross-key checks (each value's own check runs when it is read)."""
         if self.network is None or self.anchors is None or self.training is None:
             raise PlansError(f"{source}: network, anchors or training is missing: rerun rud_plan")
+        try:  # the plan name becomes a folder name: it must not lead out of the task folder
+            check_name(self.plan_name, "plan_name")
+        except LayoutError as err:
+            raise PlansError(f"{source}: {err}") from None
         for key, value in (("patch_size", self.patch_size), ("target_spacing", self.target_spacing)):
             want = self.dim if key == "patch_size" else self.data_dim
             if len(value) != want:
@@ -397,7 +403,11 @@ def load_plans(path: str | os.PathLike) -> Plans:
     path = Path(path)
     if not path.exists():
         raise PlansError(f"{path} not found: run rud_plan for this task first")
-    return Plans.from_dict(read_json(path), source=path.name)
+    try:
+        data = read_json(path)
+    except ReadError as err:
+        raise PlansError(str(err)) from None
+    return Plans.from_dict(data, source=path.name)
 
 
 def save_plans(plans: Plans, path: str | os.PathLike) -> bool:

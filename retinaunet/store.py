@@ -46,11 +46,13 @@ def case_files(folder: str | os.PathLike, name: str) -> CaseFiles:
 
 
 def list_cases(folder: str | os.PathLike) -> list[str]:
-    """Names of the complete cases of a preprocessed folder, sorted."""
+    """Names of the complete cases of a preprocessed folder, sorted (other writers' temporary files, which
+    start with a dot, are not cases)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.json") if case_files(folder, p.stem).data.exists())
+    return sorted(p.stem for p in folder.glob("*.json")
+                  if not p.name.startswith(".") and case_files(folder, p.stem).data.exists())
 
 
 def invalidate(folder: str | os.PathLike, name: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retinaunet.io import Geometry, write_image, write_json
+from retinaunet.layout import task_name
 
 KINDS_2D = ("shapes", "patterns", "scales")
 KINDS_3D = ("spheres",)
@@ -187,7 +188,7 @@ def write_toy_task(kind: str, root: str | os.PathLike, number: int | None = None
         raise ValueError(f"unknown toy kind '{kind}': choose one of {', '.join(KINDS)}")
     number = DEFAULT_NUMBERS[kind] if number is None else number
     name = name or f"Toy{kind.capitalize()}"
-    task_dir = Path(root) / f"Task{number:03d}_{name}"
+    task_dir = Path(root) / task_name(number, name)
     if task_dir.exists():
         if not force:
             raise FileExistsError(f"{task_dir} already exists: pass --force to replace it, or another --task-number")

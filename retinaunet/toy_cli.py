@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from loguru import logger
 
-from retinaunet.layout import LayoutError, data_root
+from retinaunet.cli_errors import run_command
+from retinaunet.layout import data_root
 from retinaunet.toy import DEFAULT_NUMBERS, KINDS, Toy2DConfig, Toy3DConfig, write_toy_task
 
 
@@ -46,25 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        root = data_root(args.data_root)
-        if args.kind == "spheres":
-            cfg = Toy3DConfig(seed=args.seed)
-            cfg.num_train = 40 if args.num_train is None else args.num_train
-            cfg.num_test = 20 if args.num_test is None else args.num_test
-        else:
-            cfg = Toy2DConfig(kind=args.kind, size=args.size, radius=args.radius, hole_radius=args.hole_radius,
-                              scale_radii=tuple(args.scale_radii), objects_per_image=args.objects_per_image,
-                              intensity=args.intensity, noise=args.noise, seed=args.seed,
-                              num_train=1000 if args.num_train is None else args.num_train,
-                              num_test=1000 if args.num_test is None else args.num_test)
-        if cfg.num_train < 1 or cfg.num_test < 0:
-            raise ValueError("--num-train must be at least 1 and --num-test at least 0")
-        task_dir = write_toy_task(args.kind, root, args.task_number, args.task_name, cfg, force=args.force,
-                                  progress=not args.quiet)
-    except (LayoutError, FileExistsError, ValueError) as err:
-        print(f"rud_example: {err}", file=sys.stderr)
-        return 1
+    return run_command("rud_example", lambda: write_example(args))
+
+
+def write_example(args: argparse.Namespace) -> None:
+    """Write the toy task the parsed arguments describe and print its folder."""
+    root = data_root(args.data_root)
+    if args.kind == "spheres":
+        cfg = Toy3DConfig(seed=args.seed)
+        cfg.num_train = 40 if args.num_train is None else args.num_train
+        cfg.num_test = 20 if args.num_test is None else args.num_test
+    else:
+        cfg = Toy2DConfig(kind=args.kind, size=args.size, radius=args.radius, hole_radius=args.hole_radius,
+                          scale_radii=tuple(args.scale_radii), objects_per_image=args.objects_per_image,
+                          intensity=args.intensity, noise=args.noise, seed=args.seed,
+                          num_train=1000 if args.num_train is None else args.num_train,
+                          num_test=1000 if args.num_test is None else args.num_test)
+    if cfg.num_train < 1 or cfg.num_test < 0:
+        raise ValueError("--num-train must be at least 1 and --num-test at least 0")
+    task_dir = write_toy_task(args.kind, root, args.task_number, args.task_name, cfg, force=args.force,
+                              progress=not args.quiet)
     logger.info(f"wrote {task_dir} ({cfg.num_train} train, {cfg.num_test} test)")
     print(task_dir)
-    return 0

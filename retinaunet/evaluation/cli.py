@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from retinaunet.cli_errors import run_command
 from retinaunet.evaluation.evaluate import evaluate_cv, evaluate_folder
 from retinaunet.evaluation.io import EvaluationError
 from retinaunet.evaluation.matching import DEFAULT_MAX_DETECTIONS
@@ -119,6 +120,7 @@ def _run_luna(args: argparse.Namespace) -> dict:
     from retinaunet.convert.writer import load_case_names
     from retinaunet.evaluation.luna import evaluate_luna, format_luna, read_seriesuids
     from retinaunet.layout import TaskPaths, find_task
+    from retinaunet.model_folder import ModelFolder
 
     if args.annotations is None:
         raise EvaluationError("--luna needs --annotations annotations.csv (the challenge's nodule list)")
@@ -129,7 +131,7 @@ def _run_luna(args: argparse.Namespace) -> dict:
         from retinaunet.training.splits import num_folds
 
         model_dir = TaskPaths(task_dir).model_dir(args.model, args.plan or _plan_name(task_dir))
-        dirs = [model_dir / f"fold{k}" / "test_predictions" for k in range(num_folds(task_dir))]
+        dirs = [ModelFolder(model_dir).fold(k).test_predictions for k in range(num_folds(task_dir))]
         missing = [d for d in dirs if not d.is_dir()]
         if len(missing) == len(dirs):
             raise EvaluationError(f"{model_dir}: no fold<k>/test_predictions folders; train the folds first")
@@ -151,18 +153,10 @@ def _run_luna(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from retinaunet.dataset import DatasetError
-    from retinaunet.io import ReadError
-    from retinaunet.layout import LayoutError
 
-    try:
+    def evaluate() -> None:
         metrics = run(args)
-    except (EvaluationError, LayoutError, ReadError, DatasetError, ValueError, RuntimeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"rud_evaluate: {message}", file=sys.stderr)
-        return 1
-    if not args.luna:
-        print(format_table(metrics))
-    return 0
+        if not args.luna:  # --luna printed its own table
+            print(format_table(metrics))
 
-
+    return run_command("rud_evaluate", evaluate)

@@ -7,6 +7,7 @@ each instance's box is the tight half-open box of its voxels. Predictions: ``<pr
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +85,10 @@ def load_ground_truth(label_dir: str | os.PathLike, cases: Sequence[str] | None 
                                                            disable=len(files) < 20)}
 
 
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_prediction(path: Path, dim: int) -> CaseBoxes:
     """Boxes of one prediction JSON; raises EvaluationError naming the file on malformed content."""
     try:
@@ -95,18 +100,24 @@ def read_prediction(path: Path, dim: int) -> CaseBoxes:
         raise EvaluationError(f"{path}: expected {{\"boxes\": [{{\"box\": [...], \"score\": s, \"class\": c}}]}}")
     boxes, scores, labels = [], [], []
     for k, entry in enumerate(entries):
-        try:
-            box = [float(v) for v in entry["box"]]
-            score, cls = float(entry["score"]), int(entry["class"])
-        except (KeyError, TypeError, ValueError):
-            raise EvaluationError(f"{path}: box entry {k} needs \"box\" (list), \"score\" and \"class\"") from None
+        if not isinstance(entry, dict) or not all(key in entry for key in ("box", "score", "class")):
+            raise EvaluationError(f"{path}: box entry {k} needs \"box\" (list), \"score\" and \"class\"")
+        box, score, cls = entry["box"], entry["score"], entry["class"]
+        if not isinstance(box, list) or not all(_finite_number(v) for v in box):
+            raise EvaluationError(f"{path}: box entry {k} has box {box!r}; coordinates must be finite numbers")
         if len(box) != 2 * dim:
             raise EvaluationError(f"{path}: box entry {k} has {len(box)} coordinates, the labels are {dim}D "
                                   f"(need {2 * dim}); is this the right prediction folder?")
+        if any(hi < lo for lo, hi in zip(box[:dim], box[dim:])):
+            raise EvaluationError(f"{path}: box entry {k} is inverted ({box}); boxes are [min..., max...]")
+        if not _finite_number(score):
+            raise EvaluationError(f"{path}: box entry {k} has score {score!r}; scores must be finite numbers")
+        if not isinstance(cls, int) or isinstance(cls, bool):
+            raise EvaluationError(f"{path}: box entry {k} has class {cls!r}; classes are integers from 0")
         if cls < 0:
             raise EvaluationError(f"{path}: box entry {k} has class {cls}; classes count from 0")
-        boxes.append(box)
-        scores.append(score)
+        boxes.append([float(v) for v in box])
+        scores.append(float(score))
         labels.append(cls)
     return CaseBoxes(np.array(boxes, dtype=np.float64).reshape(len(boxes), 2 * dim),
                      np.array(labels, dtype=np.int64), np.array(scores, dtype=np.float64))
@@ -133,6 +144,12 @@ def load_predictions(
                     raise EvaluationError(f"{f}: case {case} is predicted in {found[case].parent} too; "
                                           "each case may be predicted once")
                 found[case] = f
+    known = set(cases)
+    unknown = sorted(f.name for d in dirs for f in d.glob("*.json")
+                     if not f.name.startswith(".") and f.stem not in known and f.name != "metrics.json")
+    if unknown:
+        logger.warning(f"{len(unknown)} prediction file(s) name no labelled case and are not evaluated: "
+                       f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; check -p and -l")
     missing = [c for c in cases if c not in found]
     if missing and warn_missing:
         logger.warning(f"{len(missing)} labelled case(s) have no prediction file and count as no detections: "

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from loguru import logger
 
-from retinaunet.layout import LayoutError, TaskPaths
-from retinaunet.model_folder import ModelFolderError
-from retinaunet.plans import PlansError, apply_overrides, load_plans
-from retinaunet.training.splits import SplitsError, num_folds
+from retinaunet.cli_errors import run_command
+from retinaunet.layout import TaskPaths
+from retinaunet.plans import apply_overrides, load_plans
+from retinaunet.threads import set_threads
+from retinaunet.training.splits import num_folds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training batches per epoch (default from plans.json)")
     p.add_argument("--workers", type=int, default=None,
                    help="augmentation worker processes; 0 augments in the main process (default from plans)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (and the default cap on --workers); default: the cores not busy "
+                        "with other work, so a concurrent job slows this one by its fair share only")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (weights, optimiser, epoch, "
@@ -51,26 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from retinaunet.training.distributed import init_distributed, shutdown
-    from retinaunet.training.trainer import Trainer, TrainingError, TrainOptions
+    return run_command("rud_train", lambda: train(args))
 
-    ctx = None
+
+def train(args: argparse.Namespace) -> None:
+    """Train the folds the parsed arguments name."""
+    from retinaunet.training.distributed import init_distributed, shutdown
+    from retinaunet.training.trainer import Trainer, TrainOptions
+
+    paths = TaskPaths.from_task(args.task)
+    n_folds = num_folds(paths)
+    if args.fold == "all":
+        folds = list(range(n_folds))
+    elif args.fold.isdigit() and 0 <= int(args.fold) < n_folds:
+        folds = [int(args.fold)]
+    else:
+        raise ValueError(f"fold must be 0-{n_folds - 1} or 'all', got '{args.fold}'")
+    plans = load_plans(paths.plans)
+    apply_overrides(plans, args.override)
+    if args.epochs is not None:
+        plans.override("training.epochs", args.epochs)
+    if args.batches_per_epoch is not None:
+        plans.override("training.batches_per_epoch", args.batches_per_epoch)
+    set_threads(args.threads)
+    ctx = init_distributed(args.device)
     try:
-        paths = TaskPaths.from_task(args.task)
-        n_folds = num_folds(paths)
-        if args.fold == "all":
-            folds = list(range(n_folds))
-        elif args.fold.isdigit() and 0 <= int(args.fold) < n_folds:
-            folds = [int(args.fold)]
-        else:
-            raise ValueError(f"fold must be 0-{n_folds - 1} or 'all', got '{args.fold}'")
-        plans = load_plans(paths.plans)
-        apply_overrides(plans, args.override)
-        if args.epochs is not None:
-            plans.override("training.epochs", args.epochs)
-        if args.batches_per_epoch is not None:
-            plans.override("training.batches_per_epoch", args.batches_per_epoch)
-        ctx = init_distributed(args.device)
         for fold in folds:
             opts = TrainOptions(fold=fold, model=args.model, device=args.device, num_workers=args.workers,
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
@@ -78,13 +86,6 @@ def main(argv: list[str] | None = None) -> int:
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()
-    except (LayoutError, PlansError, SplitsError, TrainingError, ModelFolderError, ValueError, FileNotFoundError,
-            KeyError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"rud_train: {msg}", file=sys.stderr)
-        return 1
     finally:
-        if ctx is not None:
-            shutdown(ctx)
+        shutdown(ctx)
     logger.info("training done")
-    return 0

@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from retinaunet.boxes import boxes_from_instance_map
 from retinaunet.plans import Plans
 from retinaunet.store import case_files, context_channels, context_region, load_case, load_seg, read_region
+from retinaunet.threads import fair_threads
 from retinaunet.training.augmentation import AugmentationParams, build_transforms, default_augmentation, sample_size
 from retinaunet.training.batch import TargetsTransform, TrainBatch, to_train_batch
 
@@ -272,11 +273,12 @@ class TrainLoader:
 
 
 def resolve_workers(setting: int | None, device: str = "cpu") -> int:
-    """Loader processes: ``setting`` when given, else chosen for this machine (plans travel between machines):
-    on a GPU up to 8, leaving a core for the training process; on a CPU at most 2, leaving 2 cores to it."""
+    """Loader processes: ``setting`` when given, else chosen for this machine (plans travel between machines)
+    from its free cores (:func:`retinaunet.threads.fair_threads`, so other work keeps its share): on a GPU up
+    to 8, leaving a core for the training process; on a CPU at most 2, leaving 2 cores to it."""
     if setting is not None:
         return int(setting)
-    cpus = os.cpu_count() or 1
+    cpus = fair_threads()
     return min(8, cpus - 1) if str(device).startswith("cuda") else max(0, min(2, cpus - 2))
 
 

@@ -19,9 +19,17 @@ from loguru import logger
 from tqdm import tqdm
 
 from retinaunet import store
+from retinaunet.dataset import list_cases
 from retinaunet.evaluation.ap import average_precision, mean_over_classes
 from retinaunet.layout import TaskPaths
-from retinaunet.model_folder import ModelFolder, ModelFolderError, checkpoint_state, load_checkpoint, save_checkpoint
+from retinaunet.model_folder import (
+    FoldFolder,
+    ModelFolder,
+    ModelFolderError,
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+)
 from retinaunet.models import build_model
 from retinaunet.plans import Plans
 from retinaunet.training.checkpoint import rng_state, set_rng_state
@@ -59,6 +67,41 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def without_stale_cases(classes: dict[str, set[int]], raw_cases: set[str] | None, pre_dir: Path
+                        ) -> dict[str, set[int]]:
+    """``classes`` less the preprocessed cases that are no longer in the raw data (with a warning), so a case
+    deleted from the dataset never enters splits or training. ``raw_cases`` None keeps every case."""
+    if raw_cases is None:
+        return classes
+    stale = [c for c in classes if c not in raw_cases]
+    if stale:
+        logger.warning(f"{pre_dir}: {len(stale)} preprocessed case(s) are not in the raw data any more and are "
+                       f"left out ({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}); delete their files "
+                       "to silence this")
+    return {c: v for c, v in classes.items() if c in raw_cases}
+
+
+def check_fold_dir(fold_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse to start where a run would replace earlier results.
+
+    Any file in the fold folder (checkpoints, kept epochs, log, predictions) counts as an earlier run:
+    without ``force`` it is never touched. ``resume`` needs the last checkpoint; without it the run
+    would start at epoch 1 and replace the kept epochs, so it is refused too.
+    """
+    artefacts = sorted(p for p in fold_dir.rglob("*") if p.is_file()) if fold_dir.is_dir() else []
+    last = FoldFolder(fold_dir).last_checkpoint
+    if resume:
+        if not last.is_file():
+            kept = f" ({len(artefacts)} file(s) there are kept)" if artefacts else ""
+            raise TrainingError(f"{last}: not found, nothing to resume{kept}; train without --resume "
+                                "into an empty fold, or pass --force (without --resume) to start this fold over")
+        return
+    if artefacts and not force:
+        raise TrainingError(f"{fold_dir} already holds a training run ({artefacts[0].relative_to(fold_dir)} and "
+                            f"{len(artefacts) - 1} more file(s)): pass --resume to continue it or --force to "
+                            "delete it and start over")
+
+
 class Trainer:
     """Trains fold ``opts.fold`` of a task with the task's plans (see module docstring)."""
 
@@ -81,6 +124,8 @@ class Trainer:
         classes = store.case_classes(self.pre_dir)
         if not classes:
             raise TrainingError(f"{self.pre_dir}: no preprocessed cases; run rud_preprocess -t {self.paths.name}")
+        raw = {c.name for c in list_cases(self.paths.root, "train")} if self.paths.images_tr.is_dir() else None
+        classes = without_stale_cases(classes, raw, self.pre_dir)
         if self.ctx.is_main:
             splits = load_or_create_splits(self.paths, classes, seed=self.opts.seed)
         barrier(self.ctx)
@@ -92,9 +137,7 @@ class Trainer:
         self.split = splits[self.opts.fold]
         last = self.fold.last_checkpoint
         if self.ctx.is_main:
-            if last.exists() and not (self.opts.resume or self.opts.force):
-                raise TrainingError(f"{self.fold_dir} already holds a training run: pass --resume to continue "
-                                    "it or --force to start it over")
+            check_fold_dir(self.fold_dir, resume=self.opts.resume, force=self.opts.force)
             if self.opts.force and not self.opts.resume and self.fold_dir.exists():
                 shutil.rmtree(self.fold_dir)
             try:
