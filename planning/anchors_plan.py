@@ -95,18 +95,18 @@ def _grid(lo: float, hi: float) -> np.ndarray:
 
 
 def _descend(search: _Search, b: list[float], zb: list[float] | None, grid_b: np.ndarray,
-             grid_z: np.ndarray | None, sweeps: int = 4) -> None:
+             grid_z: np.ndarray | None, floors: tuple[list[float], list[float] | None], sweeps: int = 4) -> None:
     """Coordinate descent over each level's in-plane (and z) size, levels kept ordered."""
     n = len(b)
     for _ in range(sweeps):
         changed = False
-        for axis_sizes, grid in ((b, grid_b), (zb, grid_z)):
+        for axis_sizes, grid, floor in ((b, grid_b, floors[0]), (zb, grid_z, floors[1])):
             if axis_sizes is None:
                 continue
             for lvl in range(n):
                 others = [search.level_iou(b[i], zb[i] if zb is not None else None) for i in range(n) if i != lvl]
                 rest = np.max(others, axis=0) if others else np.zeros(len(search.sizes))
-                lo = axis_sizes[lvl - 1] * _MIN_LEVEL_RATIO if lvl > 0 else 0.0
+                lo = max(axis_sizes[lvl - 1] * _MIN_LEVEL_RATIO if lvl > 0 else 0.0, floor[lvl])
                 hi = axis_sizes[lvl + 1] / _MIN_LEVEL_RATIO if lvl < n - 1 else np.inf
                 best_v, best_s = axis_sizes[lvl], -np.inf
                 for v in [axis_sizes[lvl]] + [g for g in grid if lo <= g <= hi]:
@@ -137,19 +137,29 @@ def _best_ladder(search: _Search, starts: np.ndarray, assign, num_levels: int) -
 def optimise_anchors(object_sizes: np.ndarray, dim: int, iou_high: float = 0.5,
                      patch_size: Sequence[float] | None = None, num_levels: int = 4,
                      scales: Sequence[float] = DEFAULT_SCALES, ratios: Sequence[float] = DEFAULT_RATIOS,
-                     max_objects: int = 3000, seed: int = 0) -> AnchorPlan:
+                     max_objects: int = 3000, seed: int = 0,
+                     level_strides: Sequence[Sequence[int]] | None = None) -> AnchorPlan:
     """Anchor base sizes per level for objects ``object_sizes: ndarray[N, dim]`` (voxels, array order).
 
-    Objects larger than the patch are clipped to it (only their visible part can be matched).
+    Objects larger than the patch are clipped to it (only their visible part can be matched). With
+    ``level_strides`` (per level its stride per axis) no level's base size falls below its stride (in-plane:
+    the smaller in-plane stride; z: the z stride): a smaller anchor on a coarser grid overlaps the object
+    it was sized for only where the grid happens to fall on it.
     Without objects the paper's defaults (4, 8, 16, 32; z 1, 2, 4, 8) are returned.
     """
     sizes = np.asarray(object_sizes, dtype=np.float64).reshape(-1, dim)
     if patch_size is not None:
         sizes = np.minimum(sizes, np.asarray(patch_size, dtype=np.float64)[None])
     sizes = np.maximum(sizes, 1.0)
+    if level_strides is not None:
+        num_levels = len(level_strides)
+        ls = np.asarray(level_strides, dtype=np.float64).reshape(num_levels, dim)
+        floors = ([float(v) for v in ls[:, -2:].min(axis=1)], [float(v) for v in ls[:, 0]] if dim == 3 else None)
+    else:
+        floors = ([0.0] * num_levels, [0.0] * num_levels if dim == 3 else None)
     if len(sizes) == 0:
-        return AnchorPlan([4.0, 8.0, 16.0, 32.0][:num_levels], [1.0, 2.0, 4.0, 8.0][:num_levels] if dim == 3 else None,
-                          0.0, 0.0, 0)
+        return AnchorPlan([max(4.0 * 2 ** i, f) for i, f in enumerate(floors[0])],
+                          [max(2.0 ** i, f) for i, f in enumerate(floors[1])] if dim == 3 else None, 0.0, 0.0, 0)
     if len(sizes) > max_objects:
         sizes = sizes[np.random.default_rng(seed).choice(len(sizes), max_objects, replace=False)]
     uniq, counts = np.unique(np.round(sizes, 2), axis=0, return_counts=True)
@@ -165,8 +175,11 @@ def optimise_anchors(object_sizes: np.ndarray, dim: int, iou_high: float = 0.5,
                      num_levels)
     if dim == 3:
         zb = _best_ladder(search, grid_z[::2], lambda lad: (b, lad), num_levels)
+    b = [max(v, f) for v, f in zip(b, floors[0])]
+    if zb is not None:
+        zb = [max(v, f) for v, f in zip(zb, floors[1])]
     # 2) refine each level on its own
-    _descend(search, b, zb, grid_b, grid_z)
+    _descend(search, b, zb, grid_b, grid_z, floors)
     iou = search.total_iou(b, zb)
     return AnchorPlan(
         base_sizes=[round(float(v), 3) for v in b],

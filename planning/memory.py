@@ -63,9 +63,9 @@ def activation_elements(plans: Mapping[str, Any], segmentation: bool = True) -> 
             first = 4 * n[k] * ch[k] + proj
             rest = 4 * n[k] * ch[k]
         total += first + rest * (max(int(blocks), 1) - 1)
-    for k in range(0 if segmentation else 2, 6):
+    for k in range(0 if segmentation else min(net.get("head_levels", HEAD_LEVELS)), 6):
         total += 2 * n[k] * fpn  # lateral + upsampled sum (kept by the smoothing conv), smoothed output
-    for k in HEAD_LEVELS:  # two head towers (one map per conv), the logits kept by the loss
+    for k in net.get("head_levels", HEAD_LEVELS):  # two head towers (one map per conv), the logits kept by the loss
         total += 2 * convs * n[k] * head + n[k] * a * (2 * k1 + 2 * dim)
     if segmentation:
         total += 4 * n[0] * k1 + 2 * n[0]  # log-softmax, softmax, one-hot for Dice; the int64 target
@@ -88,7 +88,7 @@ def parameter_count(plans: Mapping[str, Any], segmentation: bool = True) -> int:
             p += cin * w + kv * w * w + w * c + cin * c + (max(int(blocks), 1) - 1) * (c * w + kv * w * w + w * c)
         else:
             p += kv * (cin * c + c * c) + cin * c + (max(int(blocks), 1) - 1) * kv * 2 * c * c
-    for k in range(0 if segmentation else 2, 6):
+    for k in range(0 if segmentation else min(net.get("head_levels", HEAD_LEVELS)), 6):
         p += ch[k] * fpn + kv * fpn * fpn
     p += 2 * kv * (fpn * head + (convs - 1) * head * head) + kv * head * a * (k1 + 2 * dim)
     return int(p + fpn * k1)
@@ -122,9 +122,9 @@ def estimate_flops(plans: Mapping[str, Any], segmentation: bool = True) -> float
             first = n[k] * (kv * (cin * c + c * c) + cin * c)
             rest = n[k] * kv * 2 * c * c
         macs += first + rest * (max(int(blocks), 1) - 1)
-    for k in range(0 if segmentation else 2, 6):
+    for k in range(0 if segmentation else min(net.get("head_levels", HEAD_LEVELS)), 6):
         macs += n[k] * (ch[k] * fpn + kv * fpn * fpn)
-    for k in HEAD_LEVELS:
+    for k in net.get("head_levels", HEAD_LEVELS):
         macs += n[k] * kv * (2 * (fpn * head + (convs - 1) * head * head) + head * a * (k1 + 2 * dim))
     if segmentation:
         macs += n[0] * fpn * k1

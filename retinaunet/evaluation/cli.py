@@ -10,6 +10,7 @@ from retinaunet.evaluation.evaluate import evaluate_cv, evaluate_folder
 from retinaunet.evaluation.io import EvaluationError
 from retinaunet.evaluation.matching import DEFAULT_MAX_DETECTIONS
 from retinaunet.evaluation.report import format_table
+from retinaunet.evaluation.sizes import SIZE_BUCKETS_MM, format_size_table
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="retina_unet", help="with --cv: model name (default retina_unet)")
     p.add_argument("--plan", default=None,
                    help="with --cv: plan name (2d, 2dc, 3d; default the plan_name in the task's plans.json)")
+    p.add_argument("--size-buckets", type=float, nargs="*", default=list(SIZE_BUCKETS_MM), metavar="MM",
+                   help="edges in mm of the object-size buckets reported with AP and FROC per bucket (size: "
+                        "largest in-plane box extent; default < 6, 6-10, 10-20, > 20 mm as LIDC studies); "
+                        "give the flag alone for none")
     p.add_argument("--no-write", action="store_true", help="only print the table, write no files")
     return p
 
@@ -72,6 +77,9 @@ def run(args: argparse.Namespace) -> dict:
             raise EvaluationError(f"--iou {t}: thresholds must lie in (0, 1]")
     if args.max_detections < 1:
         raise EvaluationError("--max-detections must be at least 1")
+    edges = sorted(args.size_buckets)
+    if any(e <= 0 for e in edges):
+        raise EvaluationError("--size-buckets: edges must be positive millimetres")
     need_task = args.cv or args.labels is None
     task_dir = find_task(args.task) if (need_task or args.task is not None) else None
     class_names = load_dataset_info(task_dir).class_names if task_dir is not None else None
@@ -80,12 +88,13 @@ def run(args: argparse.Namespace) -> dict:
             raise EvaluationError("--cv reads the fold folders itself; leave out -p")
         plan = args.plan or _plan_name(task_dir)
         out = None if args.no_write else (args.out or TaskPaths(task_dir).model_dir(args.model, plan))
-        return evaluate_cv(task_dir, args.model, plan, args.iou, out, class_names, args.max_detections)
+        return evaluate_cv(task_dir, args.model, plan, args.iou, out, class_names, args.max_detections,
+                           size_edges=edges)
     if args.pred is None:
         raise EvaluationError("give the prediction folder with -p PRED_DIR (or --cv)")
     labels = args.labels if args.labels is not None else TaskPaths(task_dir).labels_ts
     out = None if args.no_write else (args.out or args.pred)
-    return evaluate_folder(args.pred, labels, args.iou, out, class_names, args.max_detections)
+    return evaluate_folder(args.pred, labels, args.iou, out, class_names, args.max_detections, edges)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rud_evaluate: {message}", file=sys.stderr)
         return 1
     print(format_table(metrics))
+    if metrics.get("by_size"):
+        print()
+        print(format_size_table(metrics["by_size"]))
     return 0
 
 

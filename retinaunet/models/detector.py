@@ -7,6 +7,7 @@ add their extra loss terms (`extra_losses`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from retinaunet.anchors import AnchorGenerator, Matcher
-from retinaunet.boxes import BoxCoder, batched_nms, box_iou, clip_boxes
+from retinaunet.anchors import AnchorGenerator, Matcher, build_matcher
+from retinaunet.boxes import BoxCoder, batched_nms, clip_boxes
 from retinaunet.models.network import DetectionNetwork, NetworkOutput
 from retinaunet.plans import Plans
 
@@ -66,8 +67,7 @@ class Detector(nn.Module):
             list(anchors["base_sizes"]), None if z_sizes is None else list(z_sizes),
             list(anchors["scales"]), list(anchors["ratios"]), self.dim,
         )
-        self.matcher = Matcher(float(plans.matching["iou_low"]), float(plans.matching["iou_high"]),
-                               allow_low_quality=True)
+        self.matcher = build_matcher(dict(plans.matching))
         self.box_coder = BoxCoder()
         inference = plans.inference
         self.min_score = float(inference.get("min_score", 0.1))
@@ -102,13 +102,14 @@ class Detector(nn.Module):
 
     def assign_targets(
         self, anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor],
-        image_shape: Sequence[int] | None = None,
+        image_shape: Sequence[int] | None = None, num_per_level: Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Match anchors to ground truth per image.
 
         anchors: Tensor[A, 2d]; boxes[i]: Tensor[N_i, 2d]; labels[i]: LongTensor[N_i] (classes from 0);
         image_shape: when given, boxes are clipped to the patch first. Boxes without volume are skipped
-        (they would give infinite size targets).
+        (they would give infinite size targets). num_per_level: anchors per level (the adaptive matcher
+        ranks candidates per level).
         Returns targets LongTensor[B, A] (-1 ignored, 0 background, c+1 class c), positive
         BoolTensor[B, A] and target deltas Tensor[P, 2d] of the positives in row-major order.
         """
@@ -123,7 +124,7 @@ class Detector(nn.Module):
             if gt.numel() == 0:
                 targets.append(t)
                 continue
-            matched = self.matcher(box_iou(gt, anchors))
+            matched = self.matcher.match(gt, anchors, num_per_level)
             pos = matched >= 0
             t[pos] = lab.long()[matched[pos]] + 1
             t[matched == Matcher.BETWEEN] = -1
@@ -147,7 +148,8 @@ class Detector(nn.Module):
                              f"got {len(boxes)} and {len(labels)}")
         out = self.network(images)
         anchors = self.anchors(images.shape[2:], out.feature_shapes, images.device)
-        targets, positive, target_deltas = self.assign_targets(anchors, boxes, labels, images.shape[2:])
+        per_level = [math.prod(s) * self.anchor_generator.num_anchors_per_location for s in out.feature_shapes]
+        targets, positive, target_deltas = self.assign_targets(anchors, boxes, labels, images.shape[2:], per_level)
         terms: dict[str, Tensor] = {}
         terms.update(self.network.cls_head.loss(out.cls_logits, targets))
         terms.update(self.network.box_head.loss(out.box_deltas, target_deltas, positive))

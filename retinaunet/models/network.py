@@ -15,7 +15,12 @@ from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
 from retinaunet.models.ufpn import UFPN
 
-HEAD_LEVELS = (2, 3, 4, 5)
+HEAD_LEVELS = (2, 3, 4, 5)  # the paper's P2-P5; a plan may name others in network["head_levels"]
+
+
+def head_levels(network: Mapping[str, Any]) -> tuple[int, ...]:
+    """Pyramid levels the heads run on, finest first (the plans' network["head_levels"], else P2-P5)."""
+    return tuple(int(k) for k in network.get("head_levels", HEAD_LEVELS))
 
 
 @dataclass
@@ -50,9 +55,10 @@ class DetectionNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.head_levels = head_levels(network)
         self.backbone = backbone_from_plans(dim, in_channels, network)
         fpn = int(network["fpn_channels"])
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else 2)
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else min(self.head_levels))
         head_ch, head_convs = int(network["head_channels"]), int(network["head_convs"])
         self.cls_head = ClassificationHead(dim, fpn, head_ch, head_convs, num_anchors, num_classes,
                                            hard_negative_pool=hard_negative_pool)
@@ -62,7 +68,7 @@ class DetectionNetwork(nn.Module):
     def forward(self, images: Tensor) -> NetworkOutput:
         """images: Tensor[B, C_in, *S] -> NetworkOutput."""
         pyramid = self.fpn(self.backbone(images))
-        levels = [pyramid[k] for k in HEAD_LEVELS]
+        levels = [pyramid[k] for k in self.head_levels]
         return NetworkOutput(
             cls_logits=self.cls_head(levels),
             box_deltas=self.box_head(levels),

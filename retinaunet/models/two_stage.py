@@ -33,7 +33,7 @@ from retinaunet.losses import box_regression_loss
 from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
-from retinaunet.models.network import HEAD_LEVELS
+from retinaunet.models.network import head_levels
 from retinaunet.models.registry import register_model
 from retinaunet.models.ufpn import UFPN
 from retinaunet.plans import Plans
@@ -92,7 +92,8 @@ class TwoStageNetwork(nn.Module):
         self.backbone = backbone_from_plans(dim, in_channels, network)
         fpn = int(network["fpn_channels"])
         head = int(network["head_channels"])
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else 2)
+        self.head_levels = head_levels(network)
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, min_level=0 if segmentation else min(self.head_levels))
         self.rpn_cls = ClassificationHead(dim, fpn, head, 1, num_anchors, 1, hard_negative_pool=hard_negative_pool)
         self.rpn_box = RegressionHead(dim, fpn, head, 1, num_anchors)
         self.pool = POOL[dim]
@@ -121,7 +122,7 @@ class TwoStageNetwork(nn.Module):
         return self.fpn(self.backbone(images))
 
     def rpn(self, pyramid: dict[int, Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, ...]]]:
-        levels = [pyramid[k] for k in HEAD_LEVELS]
+        levels = [pyramid[k] for k in self.head_levels]
         return self.rpn_cls(levels), self.rpn_box(levels), [tuple(p.shape[2:]) for p in levels]
 
     def classify(self, roi_features: Tensor) -> tuple[Tensor, Tensor]:
@@ -182,9 +183,9 @@ class FasterRCNN(Detector):
         """RoIAlign of every roi from its level: Tensor[R, C, *pool] (default: the box head's pool)."""
         pool = tuple(pool or self.network.pool)
         levels = self.level_of(rois)
-        ref = pyramid[HEAD_LEVELS[0]]
+        ref = pyramid[self.network.head_levels[0]]
         out = ref.new_zeros((rois.shape[0], ref.shape[1], *pool))
-        for i, k in enumerate(HEAD_LEVELS):
+        for i, k in enumerate(self.network.head_levels):
             sel = torch.nonzero(levels == i).squeeze(1)
             if sel.numel():
                 out[sel] = roi_align(pyramid[k], rois[sel], batch_index[sel], shape, pool)
@@ -249,7 +250,8 @@ class FasterRCNN(Detector):
         logits, deltas, feature_shapes = self.network.rpn(pyramid)
         anchors = self.anchors(shape, feature_shapes, images.device)
         objectness = [torch.zeros_like(lab) for lab in labels]  # one class: any object
-        targets, positive, target_deltas = self.assign_targets(anchors, boxes, objectness, shape)
+        per_level = [math.prod(s) * self.anchor_generator.num_anchors_per_location for s in feature_shapes]
+        targets, positive, target_deltas = self.assign_targets(anchors, boxes, objectness, shape, per_level)
         terms = {"rpn_cls": self.network.rpn_cls.loss(logits, targets)["cls"],
                  "rpn_box": self.network.rpn_box.loss(deltas, target_deltas, positive)["box"]}
         proposals = self.proposals(logits, deltas, anchors, shape)
