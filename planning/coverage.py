@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from planning.anchors_plan import grid_iou
 from retinaunet.anchors import AnchorGenerator, build_matcher
 from retinaunet.boxes import box_iou
 
@@ -60,14 +61,7 @@ def grid_best_iou(sizes: np.ndarray, gen: AnchorGenerator, level_strides: Sequen
     sizes = np.asarray(sizes, dtype=float)
     best = np.zeros(len(sizes))
     for lvl, stride in enumerate(level_strides):
-        t = np.asarray(stride, dtype=float)[None]
-        d = np.abs(offsets - (np.floor(offsets / t) + 0.5) * t)  # to the nearest centre: [N, dim]
-        shapes = _level_sizes(gen, lvl)  # [n, dim]
-        lo = np.maximum(-sizes[:, None] / 2, d[:, None] - shapes[None] / 2)
-        hi = np.minimum(sizes[:, None] / 2, d[:, None] + shapes[None] / 2)
-        inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)  # [N, n]
-        union = np.prod(sizes, axis=1)[:, None] + np.prod(shapes, axis=1)[None] - inter
-        best = np.maximum(best, (inter / union).max(axis=1))
+        best = np.maximum(best, grid_iou(sizes, _level_sizes(gen, lvl), stride, offsets))
     return best
 
 

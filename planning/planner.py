@@ -224,10 +224,10 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     matching, by_size, reasons["matching"] = choose_matching(clipped, net_spacing, gen, strides_per_level,
                                                              IOU_LOW, high)
     names = ", ".join(f"P{k}" for k in levels)
-    reasons["anchors"] = (f"sizes per level {names} maximising the centred best-anchor IoU of {anchor.num_objects} "
-                          f"training objects at target spacing ({anchor.coverage:.1%} reach IoU >= {high}, mean "
-                          f"{anchor.mean_iou:.2f}), none smaller than its level's stride; on the real grid (objects "
-                          f"at random offsets): {format_coverage(by_size, high)}")
+    reasons["anchors"] = (f"sizes per level {names} maximising the best-anchor IoU of {anchor.num_objects} training "
+                          "objects at target spacing, each at random offsets to the real anchor grid "
+                          f"({anchor.coverage:.1%} reach IoU >= {high}, mean {anchor.mean_iou:.2f}), none smaller "
+                          f"than its level's stride; per size: {format_coverage(by_size, high)}")
     normalization, reasons["normalization"] = plan_normalization(fp)
     training, reasons["training"] = _training(budget, pp.flops)
     norm, reasons["norm"] = _norm(budget, pp.batch_size)
