@@ -69,8 +69,9 @@ def matcher_positives(sizes: np.ndarray, gen: AnchorGenerator, level_strides: Se
                       offsets: np.ndarray, matching: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Positives the planned matcher gives each object dropped alone at ``offsets`` (see grid_best_iou).
 
-    The anchors are those of a window around the object (every level's grid, the window a multiple of the
-    coarsest stride and large enough for the largest anchor). Returns (positives per object [N], mean IoU
+    The anchors are those of a window around the object: every level's grid over the object and at least
+    one cell of the coarsest grid on each side (which holds every candidate position of the adaptive
+    matcher), the window a multiple of the coarsest stride so all grids line up as in a patch. Returns (positives per object [N], mean IoU
     of each object's positives [N], 0 without positives).
     """
     matcher = build_matcher(matching)
