@@ -71,8 +71,8 @@ def matcher_positives(sizes: np.ndarray, gen: AnchorGenerator, level_strides: Se
 
     The anchors are those of a window around the object: every level's grid over the object and at least
     one cell of the coarsest grid on each side (which holds every candidate position of the adaptive
-    matcher), the window a multiple of the coarsest stride so all grids line up as in a patch. Returns (positives per object [N], mean IoU
-    of each object's positives [N], 0 without positives).
+    matcher), the window a multiple of the coarsest stride so all grids line up as in a patch.
+    Returns (positives per object [N], mean IoU of each object's positives [N], 0 without positives).
     """
     matcher = build_matcher(matching)
     top = np.max(np.asarray(level_strides, dtype=float), axis=0)
