@@ -1,4 +1,5 @@
-"""The detection network: ResNet backbone -> (U-)FPN -> shared heads on P2..P5 (+ segmentation on P0).
+"""The detection network: ResNet backbone -> (U-)FPN -> shared heads on the plan's head levels (P2..P5 unless
+``network["head_levels"]`` names others) (+ segmentation on P0).
 
 It holds all the weights; the detector around it only matches anchors and decodes.
 """
