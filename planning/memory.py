@@ -12,7 +12,7 @@ freed, so they only matter for networks with few activations). ``ACTIVATION_FACT
 Compute: multiply-accumulates of every convolution, times 3 for forward + backward.
 
 The feature-map sizes and the pyramid levels are the network's own (`feature_map_shapes`,
-`pyramid_levels`, `HEAD_LEVELS` of `retinaunet.models`), so the estimate follows changes of the network.
+`pyramid_levels` of `retinaunet.models` with the plans' head levels), so the estimate follows changes of the network.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from retinaunet.models.backbone import feature_map_shapes, level_channels
-from retinaunet.models.network import HEAD_LEVELS, pyramid_levels
+from retinaunet.models.network import pyramid_levels
 from retinaunet.plans import NetworkPlan, Plans
 
 __all__ = ["activation_elements", "parameter_count", "estimate_memory", "estimate_flops",
@@ -59,10 +59,10 @@ def activation_elements(plans: Plans, segmentation: bool = True) -> float:
             first = 4 * n[k] * ch[k] + proj
             rest = 4 * n[k] * ch[k]
         total += first + rest * (max(int(blocks), 1) - 1)
-    outputs = pyramid_levels(segmentation)
+    outputs = pyramid_levels(net.head_levels, segmentation)
     for k in range(min(outputs), 6):
         total += n[k] * fpn * (2 if k in outputs else 1)  # lateral + upsampled sum; the smoothed output
-    for k in HEAD_LEVELS:  # two head towers (one map per conv), the logits kept by the loss
+    for k in net.head_levels:  # two head towers (one map per conv), the logits kept by the loss
         total += 2 * convs * n[k] * head + n[k] * a * (2 * k1 + 2 * dim)
     if segmentation:
         total += 4 * n[0] * k1 + 2 * n[0]  # log-softmax, softmax, one-hot for Dice; the int64 target
@@ -85,7 +85,7 @@ def parameter_count(plans: Plans, segmentation: bool = True) -> int:
             p += cin * w + kv * w * w + w * c + cin * c + (max(int(blocks), 1) - 1) * (c * w + kv * w * w + w * c)
         else:
             p += kv * (cin * c + c * c) + cin * c + (max(int(blocks), 1) - 1) * kv * 2 * c * c
-    outputs = pyramid_levels(segmentation)
+    outputs = pyramid_levels(net.head_levels, segmentation)
     for k in range(min(outputs), 6):
         p += ch[k] * fpn + (kv * fpn * fpn if k in outputs else 0)
     p += 2 * kv * (fpn * head + (convs - 1) * head * head) + kv * head * a * (k1 + 2 * dim)
@@ -120,10 +120,10 @@ def estimate_flops(plans: Plans, segmentation: bool = True) -> float:
             first = n[k] * (kv * (cin * c + c * c) + cin * c)
             rest = n[k] * kv * 2 * c * c
         macs += first + rest * (max(int(blocks), 1) - 1)
-    outputs = pyramid_levels(segmentation)
+    outputs = pyramid_levels(net.head_levels, segmentation)
     for k in range(min(outputs), 6):
         macs += n[k] * (ch[k] * fpn + (kv * fpn * fpn if k in outputs else 0))
-    for k in HEAD_LEVELS:
+    for k in net.head_levels:
         macs += n[k] * kv * (2 * (fpn * head + (convs - 1) * head * head) + head * a * (k1 + 2 * dim))
     if segmentation:
         macs += n[0] * fpn * k1

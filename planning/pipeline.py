@@ -72,9 +72,11 @@ def summary_table(plans: Plans) -> str:
                     f"fpn {net.fpn_channels} head {net.head_channels}", "network"),
         ("strides", _fmt(net.strides), "network"),
         ("norm layers", net.norm, "norm"),
+        ("head levels", ", ".join(f"P{k}" for k in net.head_levels), "head_levels"),
         ("anchors", f"{_fmt(anchors.base_sizes)}"
                     + (f" z {_fmt(anchors.z_base_sizes)}" if anchors.z_base_sizes else "")
-                    + f" coverage {anchors.coverage:.1%}", "anchors"),
+                    + f" grid coverage {anchors.coverage:.1%}", "anchors"),
+        ("matching", plans.matching.method, "matching"),
         ("normalisation", ", ".join(n["scheme"] for n in plans.normalization), "normalization"),
         ("training", f"{plans.training.epochs} x {plans.training.batches_per_epoch} batches", "training"),
         ("inference tile", _fmt(plans.inference_patch_size), "inference_patch"),
@@ -86,4 +88,27 @@ def summary_table(plans: Plans) -> str:
     lines = [f"{'entry':<{width}}  {'value':<{vwidth}}  reason", "-" * (width + vwidth + 60)]
     for name, value, key in rows:
         lines.append(f"{name:<{width}}  {value:<{vwidth}}  {reasons.get(key, '')}")
+    by_size = plans.anchors.coverage_by_size
+    if by_size:
+        lines += ["", coverage_rows(by_size, plans.matching.iou_high)]
     return "\n".join(lines)
+
+
+def coverage_rows(by_size: dict, iou_high: float) -> str:
+    """The plan's anchor coverage per object size (objects dropped at random offsets on the real grid)."""
+    head = ["object size", "objects", f"anchor IoU>={iou_high:g}", "median best IoU", "matched", "positives",
+            "IoU of positives"]
+    rows = []
+    for name, r in by_size.items():
+        if not r.get("objects"):
+            rows.append([f"{name} mm", "0", "-", "-", "-", "-", "-"])
+            continue
+        rows.append([f"{name} mm", str(r["objects"]), f"{100 * r['grid_coverage']:.0f}%", f"{r['median_best_iou']:.2f}",
+                     f"{100 * r['matched']:.0f}%" if r.get("matched") is not None else "-",
+                     f"{r['median_positives']:g}" if r.get("median_positives") is not None else "-",
+                     f"{r['positive_iou']:.2f}" if r.get("positive_iou") is not None else "-"])
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    fmt = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(x, widths)))
+           for x in [head, *rows]]
+    return "\n".join(["anchor coverage on the real grid (objects at random offsets; matched: objects with a "
+                      "positive from the planned matcher, median positives and their mean IoU)", *fmt])

@@ -11,7 +11,11 @@ Rules (see DESIGN.md, "Plans"):
   and std; other modalities standardised per case;
 - norm layers: batch norm on a CPU when the batch holds >= 8 patches (then whole images are predicted in
   one pass), else instance norm and inference tiles of the training patch size;
-- matching: negative below IoU 0.4, positive from 0.5 (see ``IOU_LOW``);
+- head levels: P2-P5 without duplicate strides, P1 for many small objects (`planning.topology`);
+- anchors no smaller than their level's stride; coverage measured on the real anchor grid per object size
+  (`planning.coverage`);
+- matching: negative below IoU 0.4, positive from 0.5 (see ``IOU_LOW``) when the real grid gives >= 90% of
+  the objects of every size bucket an anchor at 0.5; otherwise adaptive (ATSS) matching;
 - training length from the budget; Adam at the paper's 1e-4 on a GPU, 1e-3 for the short CPU schedule.
 """
 
@@ -25,7 +29,9 @@ import numpy as np
 
 from planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
 from planning.budget import CPU_FLOPS, Budget, default_budget
-from planning.topology import fit_patch_and_batch
+from planning.coverage import choose_matching, format_coverage
+from planning.topology import POOL_SPACING_RATIO, choose_head_levels, fit_patch_and_batch, level_strides
+from retinaunet.anchors import AnchorGenerator
 from retinaunet.plans import (
     AnchorsPlan,
     InferencePlan,
@@ -203,7 +209,7 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     base = Plans(mode=mode, dim=dim, patch_size=list(initial), batch_size=1, num_classes=int(fp["num_classes"]),
                  in_channels=in_channels, target_spacing=list(ts),
                  anchors=AnchorsPlan(base_sizes=[1.0], scales=DEFAULT_SCALES, ratios=DEFAULT_RATIOS))
-    pp = fit_patch_and_batch(initial, net_spacing, budget, base, net_median, dataset_voxels)
+    pp = fit_patch_and_batch(initial, net_spacing, budget, base, net_median, dataset_voxels, sizes)
     reasons["patch_size"] = (f"{why_patch} {initial}, shrunk (largest extent in mm first) to fit the budget and "
                              f"made a multiple of the network's stride; estimated step {pp.memory / 2**20:.0f} MB, "
                              f"{pp.flops / 1e9:.1f} GFLOP" + ("; " + "; ".join(pp.notes) if pp.notes else ""))
@@ -211,12 +217,20 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     reasons["network"] = (("paper-sized ResNet50-FPN for a GPU" if budget.kind == "gpu" else
                            "small ResNet-FPN so a CPU trains in minutes")
                           + "; an axis is pooled while its feature map keeps >= 4 voxels and its spacing is at "
-                            "most twice the finest (anisotropic axes wait)")
+                            f"most {POOL_SPACING_RATIO:g}x the finest (anisotropic axes wait)")
     high = IOU_HIGH
-    anchor = optimise_anchors(sizes, dim, iou_high=high, patch_size=pp.patch_size)
-    reasons["anchors"] = (f"sizes per level P2-P5 maximising the best-anchor IoU of {anchor.num_objects} training "
-                          f"objects at target spacing: coverage {anchor.coverage:.1%} reach IoU >= {high}, "
-                          f"mean best IoU {anchor.mean_iou:.2f}")
+    levels, reasons["head_levels"] = choose_head_levels(pp.strides, sizes)
+    strides_per_level = [level_strides(pp.strides, k) for k in levels]
+    anchor = optimise_anchors(sizes, dim, iou_high=high, patch_size=pp.patch_size, level_strides=strides_per_level)
+    gen = AnchorGenerator(anchor.base_sizes, anchor.z_base_sizes, DEFAULT_SCALES, DEFAULT_RATIOS, dim)
+    clipped = np.minimum(sizes, np.asarray(pp.patch_size, dtype=np.float64)[None]) if len(sizes) else sizes
+    matching, by_size, reasons["matching"] = choose_matching(clipped, net_spacing, gen, strides_per_level,
+                                                             IOU_LOW, high)
+    names = ", ".join(f"P{k}" for k in levels)
+    reasons["anchors"] = (f"sizes per level {names} maximising the best-anchor IoU of {anchor.num_objects} training "
+                          "objects at target spacing, each at random offsets to the real anchor grid "
+                          f"({anchor.coverage:.1%} reach IoU >= {high}, mean {anchor.mean_iou:.2f}), none smaller "
+                          f"than its level's stride; per size: {format_coverage(by_size, high)}")
     normalization, reasons["normalization"] = plan_normalization(fp)
     training, reasons["training"] = _training(budget, pp.flops)
     norm, reasons["norm"] = _norm(budget, pp.batch_size)
@@ -226,17 +240,15 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     default_det = 30 if dim == 3 else 10
     reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "
                             f"{default_det} boxes per image (2x the most objects in a case), mirroring all axes")
-    reasons["matching"] = (f"negative below IoU {IOU_LOW} (RetinaNet; the paper's {0.01 if dim == 3 else 0.1} left "
-                           f"finer-level anchors inside objects untrained), positive from {high}")
     plans = Plans(
         task=fp["task"], plan_name=mode, mode=mode, data_dim=data_dim, dim=dim,
         modalities=dict(fp["modalities"]), num_classes=int(fp["num_classes"]),
         class_names=list(fp["class_names"]), target_spacing=list(ts), context_slices=context,
         in_channels=in_channels, patch_size=pp.patch_size, batch_size=pp.batch_size,
-        network=NetworkPlan(strides=pp.strides, norm=norm, **pp.network),
+        network=NetworkPlan(strides=pp.strides, norm=norm, head_levels=levels, **pp.network),
         anchors=AnchorsPlan(base_sizes=anchor.base_sizes, z_base_sizes=anchor.z_base_sizes, scales=DEFAULT_SCALES,
-                            ratios=DEFAULT_RATIOS, coverage=round(anchor.coverage, 4)),
-        matching=MatchingPlan(iou_low=IOU_LOW, iou_high=high),
+                            ratios=DEFAULT_RATIOS, coverage=round(anchor.coverage, 4), coverage_by_size=by_size),
+        matching=MatchingPlan(**matching),
         normalization=normalization, training=training,
         inference=InferencePlan(pre_nms_top_k=50000 if dim == 3 else 10000,
                                 max_detections=max(default_det, 2 * max_objects), mirror_axes=list(range(dim)),

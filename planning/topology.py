@@ -1,9 +1,15 @@
 """Network topology, patch size and batch size under a budget.
 
 Strides: at each of the 5 down-sampling transitions an axis is pooled when its feature map stays at
-least ``MIN_FEATURE`` voxels and its current spacing is at most twice the finest one (so an
-anisotropic axis waits until the others have caught up, as nnU-Net does; the paper's 3D network keeps
-z for two stages this way). The patch is then a multiple of the cumulative stride.
+least ``MIN_FEATURE`` voxels and its current spacing is at most ``POOL_SPACING_RATIO`` times the finest
+one (so an anisotropic axis waits until the others have caught up; the paper's 3D network keeps z for
+two stages this way). nnU-Net pools up to twice the finest spacing; at 1.25 x 0.7 x 0.7 mm (chest CT)
+that pools z from the first stage and puts z anchors on a grid 1.8x coarser than in-plane, so here
+the limit is 1.5. The patch is then a multiple of the cumulative stride.
+
+Head levels (`choose_head_levels`): the pyramid levels P2-P5 with distinct strides (of levels with the
+same stride the deepest, whose features see most), and P1 in front when many objects are smaller than
+twice P2's in-plane stride (they fall between P2's anchor centres).
 
 Search (as nnU-Net): start from the initial patch with the smallest batch; while the step does not fit
 the budget, shrink the axis with the largest physical extent by one stride multiple; when no axis
@@ -19,17 +25,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from planning.budget import Budget
 from planning.memory import estimate_flops, estimate_memory
 from retinaunet.plans import NetworkPlan, Plans, cumulative_stride
 
-__all__ = ["network_template", "plan_strides", "fit_patch_and_batch", "PatchPlan",
-           "MIN_FEATURE", "MAX_BATCH", "MIN_BATCH"]
+__all__ = ["network_template", "plan_strides", "fit_patch_and_batch", "PatchPlan", "choose_head_levels",
+           "level_strides", "MIN_FEATURE", "MAX_BATCH", "MIN_BATCH", "POOL_SPACING_RATIO"]
 
 MIN_FEATURE = 4
 MIN_BATCH = 2
 MAX_BATCH = {2: 32, 3: 8}
 MIN_PATCH = 8
+POOL_SPACING_RATIO = 1.5
+SMALL_OBJECT_SHARE = 0.1  # P1 joins the heads when at least this share of objects is small for P2
 
 _GPU_NETWORK = {  # the paper's ResNet50 FPN (start filters 48 in 2D, 18 in 3D)
     2: {"start_channels": 48, "max_channels": 1536, "fpn_channels": 192, "head_channels": 256, "head_convs": 4,
@@ -57,11 +67,42 @@ def plan_strides(patch: Sequence[int], spacing: Sequence[float], transitions: in
     for _ in range(transitions):
         poolable = [size[a] / 2 >= MIN_FEATURE for a in range(len(size))]
         finest = min((sp[a] for a in range(len(sp)) if poolable[a]), default=min(sp))
-        step = [2 if poolable[a] and sp[a] <= 2 * finest + 1e-6 else 1 for a in range(len(size))]
+        step = [2 if poolable[a] and sp[a] <= POOL_SPACING_RATIO * finest + 1e-6 else 1 for a in range(len(size))]
         strides.append(step)
         size = [s / k for s, k in zip(size, step)]
         sp = [s * k for s, k in zip(sp, step)]
     return strides
+
+
+def level_strides(strides: Sequence[Sequence[int]], level: int) -> list[int]:
+    """Cumulative stride per axis of pyramid level ``level`` (P0 = 1, P1 = the first transition, ...)."""
+    return cumulative_stride([[1] * len(strides[0])] + [list(s) for s in strides[:level]])
+
+
+def choose_head_levels(strides: Sequence[Sequence[int]], object_sizes: Sequence[Sequence[float]] | None = None
+                       ) -> tuple[list[int], str]:
+    """Head levels (finest first) for the network's strides and the training objects (voxels), with the reason.
+
+    P2-P5 without duplicate strides (of equal strides the deepest level); P1 in front when at least
+    ``SMALL_OBJECT_SHARE`` of the objects are smaller than twice P2's stride on an in-plane axis.
+    """
+    levels: list[int] = []
+    for k in range(2, 6):
+        if levels and level_strides(strides, levels[-1]) == level_strides(strides, k):
+            levels[-1] = k
+        else:
+            levels.append(k)
+    dropped = 4 - len(levels)
+    reason = "P2-P5" if not dropped else f"P2-P5 less {dropped} level(s) of a duplicate stride (the deepest kept)"
+    sizes = np.asarray(object_sizes if object_sizes is not None else [], dtype=float)
+    p1, p2 = level_strides(strides, 1), level_strides(strides, 2)
+    if len(sizes) and p1 != p2:
+        small = float((sizes[:, -2:] < 2 * np.asarray(p2[-2:], dtype=float)[None]).any(axis=1).mean())
+        if small >= SMALL_OBJECT_SHARE:
+            levels = [1, *levels]
+            reason += (f"; P1 (stride {p1}) added: {small:.0%} of the objects are smaller than twice P2's "
+                       f"in-plane stride {p2[-2:]}")
+    return levels, reason
 
 
 def _snap(patch: Sequence[int], spacing: Sequence[float], limit: Sequence[int] | None = None
@@ -96,12 +137,14 @@ def _fits(plans: Plans, budget: Budget) -> bool:
 
 
 def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], budget: Budget,
-                        base: Plans, median_shape: Sequence[int], dataset_voxels: float) -> PatchPlan:
+                        base: Plans, median_shape: Sequence[int], dataset_voxels: float,
+                        object_sizes: Sequence[Sequence[float]] | None = None) -> PatchPlan:
     """Patch, batch, strides and network that fit the budget (see the module docstring).
 
     ``base``: plans with dim, in_channels, num_classes and anchors (scales, ratios) set;
     ``median_shape``: median image shape at target spacing (network axes), caps the patch;
-    ``dataset_voxels``: all training voxels at target spacing, caps the batch (5% per batch).
+    ``dataset_voxels``: all training voxels at target spacing, caps the batch (5% per batch);
+    ``object_sizes``: the training objects (voxels), for the head levels (`choose_head_levels`).
     """
     dim = len(initial_patch)
     network = network_template(dim, budget)
@@ -109,7 +152,9 @@ def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], 
     patch, strides = _snap([max(MIN_PATCH, int(p)) for p in initial_patch], spacing, median_shape)
 
     def trial(p: list[int], s: list[list[int]], b: int) -> Plans:
-        return dataclasses.replace(base, patch_size=p, batch_size=b, network=NetworkPlan(strides=s, **network))
+        levels = choose_head_levels(s, object_sizes)[0]
+        return dataclasses.replace(base, patch_size=p, batch_size=b,
+                                   network=NetworkPlan(strides=s, head_levels=levels, **network))
 
     for _ in range(200):
         if _fits(trial(patch, strides, MIN_BATCH), budget):

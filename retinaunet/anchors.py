@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["AnchorGenerator", "Matcher"]
+from retinaunet.boxes import box_iou
+from retinaunet.plans import MatchingPlan
+
+__all__ = ["AnchorGenerator", "Matcher", "AdaptiveMatcher", "build_matcher"]
 
 
 class AnchorGenerator:
@@ -111,6 +115,10 @@ class Matcher:
         self.high = float(high)
         self.allow_low_quality = allow_low_quality
 
+    def match(self, gt: Tensor, anchors: Tensor, num_per_level: Sequence[int] | None = None) -> Tensor:
+        """gt: Tensor[G, 2d], anchors: Tensor[A, 2d] -> LongTensor[A] (see ``__call__``); levels unused."""
+        return self(box_iou(gt, anchors))
+
     def __call__(self, iou: Tensor) -> Tensor:
         """iou: Tensor[G, A] -> LongTensor[A] with the matched gt index, BELOW_LOW or BETWEEN."""
         num_gt, num_anchors = iou.shape
@@ -146,3 +154,86 @@ class Matcher:
             if free[anchor] > 0:
                 matches[anchor] = g
                 forced[anchor] = True
+
+
+class AdaptiveMatcher:
+    """Adaptive per-object matching (ATSS, Zhang et al. 2020), for objects that no fixed IoU threshold fits.
+
+    Per object and level, the anchors of the ``candidates`` grid positions nearest to its centre are
+    candidates (every anchor shape there). The object's threshold is the mean plus the standard deviation
+    of the candidates' IoU; candidates at or above it whose centre lies inside the object are positive.
+    A small object on a coarse grid thus still gets its best-placed anchors (IoU 0.2-0.4), a large one only
+    anchors of high IoU. The object's best anchor is always positive. An anchor claimed by several objects
+    goes to the one it overlaps most.
+
+    Of the other anchors, those whose IoU with an object reaches ``min(low, that object's threshold)`` are
+    ignored (near-hits as good as some positive are not trained as background); the rest are negative.
+    Returns indices as `Matcher` does (gt index, ``BELOW_LOW`` or ``BETWEEN``).
+    """
+
+    BELOW_LOW = Matcher.BELOW_LOW
+    BETWEEN = Matcher.BETWEEN
+
+    def __init__(self, candidates: int = 4, low: float = 0.4, centre_inside: bool = True) -> None:
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        self.candidates = int(candidates)
+        self.low = float(low)
+        self.centre_inside = centre_inside
+
+    def match(self, gt: Tensor, anchors: Tensor, num_per_level: Sequence[int] | None = None) -> Tensor:
+        """gt: Tensor[G, 2d]; anchors: Tensor[A, 2d] in AnchorGenerator order; num_per_level: anchors per
+        level (one level when None) -> LongTensor[A]."""
+        num_gt, num_anchors = gt.shape[0], anchors.shape[0]
+        matches = torch.full((num_anchors,), self.BELOW_LOW, dtype=torch.long, device=anchors.device)
+        if num_gt == 0 or num_anchors == 0:
+            return matches
+        dim = gt.shape[1] // 2
+        iou = box_iou(gt, anchors)  # [G, A]
+        gt_c = (gt[:, :dim] + gt[:, dim:]) / 2
+        an_c = (anchors[:, :dim] + anchors[:, dim:]) / 2
+        candidate = torch.zeros_like(iou, dtype=torch.bool)
+        start = 0
+        for count in (list(num_per_level) if num_per_level is not None else [num_anchors]):
+            if count == 0:
+                continue
+            centres = an_c[start:start + count]
+            # the anchors of one position are consecutive and share their centre: rank positions
+            per_pos = int(((centres[:64] - centres[0]).abs() < 1e-2).all(dim=1).sum())  # float32 rounding
+            positions = centres[::per_pos]
+            inverse = torch.arange(count, device=centres.device) // per_pos
+            dist = torch.cdist(gt_c.to(positions.dtype), positions)  # [G, P]
+            k = min(self.candidates, positions.shape[0])
+            near = torch.zeros_like(dist, dtype=torch.bool)
+            near.scatter_(1, dist.topk(k, dim=1, largest=False).indices, True)
+            candidate[:, start:start + count] = near[:, inverse]
+            start += count
+        cand_iou = torch.where(candidate, iou, torch.zeros_like(iou))
+        n = candidate.sum(dim=1).clamp(min=1)
+        mean = cand_iou.sum(dim=1) / n
+        std = ((cand_iou - mean[:, None]) ** 2 * candidate).sum(dim=1).div(n).sqrt()
+        threshold = mean + std  # [G]
+        positive = candidate & (iou >= threshold[:, None]) & (iou > 0)
+        if self.centre_inside:
+            inside = ((an_c[None] > gt[:, None, :dim]) & (an_c[None] < gt[:, None, dim:])).all(dim=-1)
+            positive &= inside
+        best, rows = iou.argmax(dim=1), torch.arange(num_gt, device=iou.device)
+        positive[rows, best] = iou[rows, best] > 0
+        owner_iou = torch.where(positive, iou, torch.full_like(iou, -1.0))
+        top_iou, owner = owner_iou.max(dim=0)
+        is_pos = top_iou >= 0
+        near_hit = (iou >= torch.clamp(threshold, max=self.low)[:, None]).any(dim=0)
+        matches[near_hit] = self.BETWEEN
+        matches[is_pos] = owner[is_pos]
+        return matches
+
+
+def build_matcher(matching: MatchingPlan | Mapping[str, Any]) -> Matcher | AdaptiveMatcher:
+    """The matcher a plans' ``matching`` section describes (a dict is read through the schema): ``method``
+    "iou" (thresholds ``iou_low`` / ``iou_high``, each object's best anchor positive) or "adaptive"
+    (`AdaptiveMatcher` with ``candidates`` and ``iou_low``)."""
+    if not isinstance(matching, MatchingPlan):
+        matching = MatchingPlan(**matching)
+    if matching.method == "adaptive":
+        return AdaptiveMatcher(matching.candidates, matching.iou_low)
+    return Matcher(matching.iou_low, matching.iou_high, allow_low_quality=True)

@@ -198,17 +198,24 @@ class NetworkPlan:
     block: str = _choice("basic", "bottleneck", default="basic")
     blocks_per_stage: list[int] = _positive(default_factory=lambda: [1, 1, 1, 1])
     norm: str = _choice("instance", "batch", "group", "none", default="instance")
+    # pyramid levels the detection heads read, finest first (P1 for small objects; no two on one stride)
+    head_levels: list[int] = _positive(default_factory=lambda: [2, 3, 4, 5])
 
 
 @dataclass
 class AnchorsPlan:
-    """Anchor sizes per pyramid level P2-P5 in voxels; ``z_base_sizes`` for the first (z) axis in 3D."""
+    """Anchor sizes per head level in voxels; ``z_base_sizes`` for the first (z) axis in 3D.
+
+    ``coverage`` is the share of training objects, dropped at random offsets on the real anchor grid, whose
+    best anchor reaches ``matching.iou_high``; ``coverage_by_size`` the same and the planned matcher's
+    positives per object-size bucket (see :mod:`planning.coverage`)."""
 
     base_sizes: list[float] = _positive()
     z_base_sizes: list[float] | None = _positive(default=None)
     scales: list[float] = _positive(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
     ratios: list[float] = _positive(default_factory=lambda: [0.5, 1.0, 2.0])
     coverage: float = _fraction(default=1.0)
+    coverage_by_size: dict[str, Any] | None = None
 
     @property
     def per_position(self) -> int:
@@ -218,10 +225,15 @@ class AnchorsPlan:
 
 @dataclass
 class MatchingPlan:
-    """Anchor matching: negative below ``iou_low``, positive from ``iou_high``, ignored between."""
+    """Anchor matching. ``method`` "iou": negative below ``iou_low``, positive from ``iou_high``, ignored
+    between, each object's best anchor positive; "adaptive": per object, the ``candidates`` nearest grid
+    positions of each level set its own threshold (mean + std of their IoU), near-misses from ``iou_low``
+    are ignored (see :class:`retinaunet.anchors.AdaptiveMatcher`)."""
 
+    method: str = _choice("iou", "adaptive", default="iou")
     iou_low: float = _fraction(default=0.4)
     iou_high: float = _fraction(default=0.5)
+    candidates: int = _positive(default=4)
 
 
 @dataclass
@@ -375,6 +387,12 @@ class Plans:
         if bad:
             raise PlansError(f"{source}: patch_size {self.patch_size} is not divisible by the network's stride "
                              f"{stride}; choose multiples of it")
+        levels = self.network.head_levels
+        if levels != sorted(set(levels)) or levels[-1] > len(self.network.strides):
+            raise PlansError(f"{source}: network.head_levels must be distinct levels in increasing order, at most "
+                             f"{len(self.network.strides)} (the network's stages), got {json.dumps(levels)}")
+        if len(self.anchors.base_sizes) != len(levels):
+            raise PlansError(f"{source}: anchors.base_sizes needs one size per head level {json.dumps(levels)}")
         if self.matching.iou_low > self.matching.iou_high:
             raise PlansError(f"{source}: matching.iou_low must not exceed matching.iou_high")
         return self

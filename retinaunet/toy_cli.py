@@ -9,6 +9,7 @@ from loguru import logger
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import data_root
 from retinaunet.toy import DEFAULT_NUMBERS, KINDS, Toy2DConfig, Toy3DConfig, write_toy_task
+from retinaunet.toy_nodules import NODULE_NUMBERS, NoduleConfig, write_nodule_task
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,16 +17,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rud_example",
         description="Write a toy detection task (raw images, instance maps and their jsons, train and test "
                     "splits) into the data root, ready for rud_plan. The 2D kinds are the paper's toy "
-                    "experiments; 'spheres' is a 3D task with anisotropic spacing.",
+                    "experiments; 'spheres' is a 3D task with anisotropic spacing; 'nodules' is a CT-scale "
+                    "chest task with nodules of 3-30 mm.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("kind", choices=KINDS,
+    p.add_argument("kind", choices=(*KINDS, "nodules"),
                    help="shapes: filled circle vs circle with a hole cut from the mask; patterns: the same "
                         "images, hole kept in the mask; scales: circles of two radii; spheres: 3D filled vs "
-                        "hollow spheres, 0-3 per volume, some volumes empty")
+                        "hollow spheres, 0-3 per volume, some volumes empty; nodules: cropped chest CT (60 x 90 x 90 "
+                        "mm) with vessels, airways and chest wall, 1-3 nodules of 3-30 mm (log-uniform) per "
+                        "volume, classes solid / part_solid / calcified")
     p.add_argument("--num-train", type=int, default=None,
-                   help="training images (default 1000 for 2D as in the paper, 40 for spheres)")
+                   help="training images (default 1000 for 2D as in the paper, 40 for spheres, 32 for nodules)")
     p.add_argument("--num-test", type=int, default=None,
-                   help="held-out test images (default 1000 for 2D, 20 for spheres)")
+                   help="held-out test images (default 1000 for 2D, 20 for spheres, 24 for nodules)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     p.add_argument("--size", type=int, default=320, help="2D image side in pixels")
     p.add_argument("--radius", type=float, default=20.0, help="2D circle radius in pixels (shapes, patterns)")
@@ -35,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects-per-image", type=int, default=1, help="objects per 2D image (paper: 1)")
     p.add_argument("--intensity", type=float, default=0.2, help="2D object intensity added over background")
     p.add_argument("--noise", type=float, default=1.0, help="2D noise: uniform in [0, NOISE) added to every pixel")
+    p.add_argument("--slice-thickness", type=float, default=1.25,
+                   help="nodules: slice spacing in mm (in-plane 0.7 mm); 2.5 gives the thick-slice variant")
     p.add_argument("--task-number", type=int, default=None,
-                   help="task number (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_NUMBERS.items()) + ")")
+                   help="task number (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_NUMBERS.items())
+                        + f", nodules {NODULE_NUMBERS[1.25]} or with 2.5 mm slices {NODULE_NUMBERS[2.5]})")
     p.add_argument("--task-name", default=None, help="task name after the number (default Toy<Kind>)")
     p.add_argument("--data-root", default=None, help="where to write the task (default $RUD_DATA)")
     p.add_argument("--force", action="store_true", help="replace an existing task folder of the same name")
@@ -52,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
 def write_example(args: argparse.Namespace) -> None:
     """Write the toy task the parsed arguments describe and print its folder."""
     root = data_root(args.data_root)
-    if args.kind == "spheres":
+    if args.kind == "nodules":
+        if args.slice_thickness <= 0:
+            raise ValueError("--slice-thickness must be positive")
+        cfg = NoduleConfig(spacing=(args.slice_thickness, 0.7, 0.7), seed=args.seed)
+        cfg.num_train = cfg.num_train if args.num_train is None else args.num_train
+        cfg.num_test = cfg.num_test if args.num_test is None else args.num_test
+    elif args.kind == "spheres":
         cfg = Toy3DConfig(seed=args.seed)
         cfg.num_train = 40 if args.num_train is None else args.num_train
         cfg.num_test = 20 if args.num_test is None else args.num_test
@@ -64,7 +77,10 @@ def write_example(args: argparse.Namespace) -> None:
                           num_test=1000 if args.num_test is None else args.num_test)
     if cfg.num_train < 1 or cfg.num_test < 0:
         raise ValueError("--num-train must be at least 1 and --num-test at least 0")
-    task_dir = write_toy_task(args.kind, root, args.task_number, args.task_name, cfg, force=args.force,
-                              progress=not args.quiet)
+    if args.kind == "nodules":
+        task_dir = write_nodule_task(root, cfg, args.task_number, args.task_name, args.force, not args.quiet)
+    else:
+        task_dir = write_toy_task(args.kind, root, args.task_number, args.task_name, cfg, force=args.force,
+                                  progress=not args.quiet)
     logger.info(f"wrote {task_dir} ({cfg.num_train} train, {cfg.num_test} test)")
     print(task_dir)

@@ -11,6 +11,7 @@ from retinaunet.evaluation.evaluate import evaluate_cv, evaluate_folder
 from retinaunet.evaluation.io import EvaluationError
 from retinaunet.evaluation.matching import DEFAULT_MAX_DETECTIONS
 from retinaunet.evaluation.report import format_table
+from retinaunet.evaluation.sizes import SIZE_BUCKETS_MM, format_size_table
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="retina_unet", help="with --cv: model name (default retina_unet)")
     p.add_argument("--plan", default=None,
                    help="with --cv: plan name (2d, 2dc, 3d; default the plan_name in the task's plans.json)")
+    p.add_argument("--size-buckets", type=float, nargs="*", default=list(SIZE_BUCKETS_MM), metavar="MM",
+                   help="edges in mm of the object-size buckets reported with AP and FROC per bucket (size: "
+                        "largest in-plane box extent; default < 6, 6-10, 10-20, > 20 mm as LIDC studies); "
+                        "give the flag alone for none")
     p.add_argument("--no-write", action="store_true", help="only print the table, write no files")
     luna = p.add_argument_group("LUNA16 challenge evaluation (3D, class-agnostic, by distance)")
     luna.add_argument("--luna", action="store_true",
@@ -96,6 +101,9 @@ def run(args: argparse.Namespace) -> dict:
         return _run_luna(args)
     if args.annotations is not None or args.excluded is not None:
         raise EvaluationError("--annotations and --excluded go with --luna")
+    edges = sorted(args.size_buckets)
+    if any(e <= 0 for e in edges):
+        raise EvaluationError("--size-buckets: edges must be positive millimetres")
     need_task = args.cv or args.labels is None
     task_dir = find_task(args.task) if (need_task or args.task is not None) else None
     class_names = load_dataset_info(task_dir).class_names if task_dir is not None else None
@@ -107,12 +115,12 @@ def run(args: argparse.Namespace) -> dict:
         from retinaunet.training.splits import num_folds
 
         return evaluate_cv(task_dir, args.model, plan, args.iou, out, class_names, args.max_detections,
-                           num_folds=num_folds(task_dir))
+                           num_folds=num_folds(task_dir), size_edges=edges)
     if args.pred is None:
         raise EvaluationError("give the prediction folder with -p PRED_DIR (or --cv)")
     labels = args.labels if args.labels is not None else TaskPaths(task_dir).labels_ts
     out = None if args.no_write else (args.out or args.pred)
-    return evaluate_folder(args.pred, labels, args.iou, out, class_names, args.max_detections)
+    return evaluate_folder(args.pred, labels, args.iou, out, class_names, args.max_detections, edges)
 
 
 def _run_luna(args: argparse.Namespace) -> dict:
@@ -158,5 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run(args)
         if not args.luna:  # --luna printed its own table
             print(format_table(metrics))
+            if metrics.get("by_size"):
+                print()
+                print(format_size_table(metrics["by_size"]))
 
     return run_command("rud_evaluate", evaluate)

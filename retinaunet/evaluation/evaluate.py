@@ -22,6 +22,7 @@ from retinaunet.evaluation.io import CaseBoxes, EvaluationError, label_files, lo
 from retinaunet.evaluation.matching import DEFAULT_MAX_DETECTIONS, match_cases
 from retinaunet.evaluation.patient import patient_level_ap
 from retinaunet.evaluation.plots import plot_froc, plot_pr_curves
+from retinaunet.evaluation.sizes import SIZE_BUCKETS_MM, evaluate_by_size, label_spacings
 from retinaunet.io import read_json, write_json
 
 __all__ = ["CONVENTIONS", "evaluate_cases", "evaluate_cv", "evaluate_folder", "write_results"]
@@ -134,13 +135,19 @@ def _num_classes(gt: Mapping[str, CaseBoxes], preds: Mapping[str, CaseBoxes], cl
     return top + 1
 
 
-def _evaluate(pred_dirs, label_dir, cases, iou_thresholds, out_dir, class_names, max_detections, sources):
+def _evaluate(pred_dirs, label_dir, cases, iou_thresholds, out_dir, class_names, max_detections, sources,
+              size_edges=SIZE_BUCKETS_MM):
     gt = load_ground_truth(label_dir, cases)
     dim = next(iter(gt.values())).boxes.shape[1] // 2
     preds = load_predictions(pred_dirs, list(gt), dim)
-    metrics, curves = evaluate_cases(preds, gt, _num_classes(gt, preds, class_names), iou_thresholds,
-                                     class_names, max_detections)
+    num_classes = _num_classes(gt, preds, class_names)
+    metrics, curves = evaluate_cases(preds, gt, num_classes, iou_thresholds, class_names, max_detections)
     metrics = {**sources, "label_dir": str(label_dir), **metrics}
+    if size_edges:
+        files = label_files(label_dir)
+        spacings = label_spacings({c: files[c] for c in gt})
+        metrics["by_size"] = evaluate_by_size(preds, gt, spacings, num_classes, float(iou_thresholds[0]),
+                                              class_names, max_detections, size_edges)
     if out_dir is not None:
         path = write_results(metrics, curves, out_dir)
         logger.info(f"metrics written to {path}")
@@ -154,14 +161,16 @@ def evaluate_folder(
     out_dir: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
+    size_edges: Sequence[float] | None = SIZE_BUCKETS_MM,
 ) -> dict:
     """Evaluate ``<pred_dir>/<case>.json`` against every labelled case in ``label_dir``.
 
     Writes metrics.json, pr_curves.png and froc.png into ``out_dir`` unless it is None; returns the
-    metrics dict. Without ``class_names`` the classes are 0..max class seen.
+    metrics dict. Without ``class_names`` the classes are 0..max class seen. ``size_edges``: bucket edges
+    in mm for the metrics per object size (``metrics["by_size"]``, see `.sizes`); None or empty: none.
     """
     return _evaluate(pred_dir, label_dir, None, iou_thresholds, out_dir, class_names, max_detections,
-                     {"pred_dir": str(pred_dir)})
+                     {"pred_dir": str(pred_dir)}, size_edges)
 
 
 def _split_test_cases(splits_file: Path) -> list[str] | None:
@@ -185,6 +194,7 @@ def evaluate_cv(
     class_names: Sequence[str] | None = None,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
     num_folds: int = 5,
+    size_edges: Sequence[float] | None = SIZE_BUCKETS_MM,
 ) -> dict:
     """Pool the test predictions of the cross-validation folds and evaluate them against labelsTr.
 
@@ -213,4 +223,4 @@ def evaluate_cv(
         raise EvaluationError(f"{paths.model_dir(model, plan)}: no prediction file matches a case in "
                               f"{paths.labels_tr}")
     return _evaluate(present, paths.labels_tr, cases, iou_thresholds, out_dir, class_names, max_detections,
-                     {"pred_dirs": [str(d) for d in present]})
+                     {"pred_dirs": [str(d) for d in present]}, size_edges)

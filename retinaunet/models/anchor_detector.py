@@ -4,13 +4,14 @@ models). Anchor generation, matching and box coding are injected helpers built f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from retinaunet.anchors import AnchorGenerator, Matcher
-from retinaunet.boxes import BoxCoder, batched_nms, box_iou, clip_boxes
+from retinaunet.anchors import AnchorGenerator, Matcher, build_matcher
+from retinaunet.boxes import BoxCoder, batched_nms, clip_boxes
 from retinaunet.models.detector import Detections, Detector
 from retinaunet.models.network import DetectionNetwork, NetworkOutput
 from retinaunet.plans import Plans
@@ -19,7 +20,8 @@ __all__ = ["AnchorDetector", "top_nms"]
 
 
 class AnchorDetector(Detector):
-    """One-stage anchor-based detector on P2..P5: features -> heads -> anchors -> losses or decoded boxes.
+    """One-stage anchor-based detector on the plan's head levels (P2..P5 by default): features -> heads ->
+    anchors -> losses or decoded boxes.
 
     Anchor generation, matching and box coding are helpers built from the plans' ``anchors``, ``matching``
     and ``inference`` sections (pre_nms_top_k, nms_iou, max_detections). Subclasses choose the network
@@ -32,7 +34,7 @@ class AnchorDetector(Detector):
             list(anchors.base_sizes), anchors.z_base_sizes if self.dim == 3 else None,
             list(anchors.scales), list(anchors.ratios), self.dim,
         )
-        self.matcher = Matcher(plans.matching.iou_low, plans.matching.iou_high, allow_low_quality=True)
+        self.matcher = build_matcher(plans.matching)
         self.box_coder = BoxCoder()
         self.pre_nms_top_k = plans.inference.pre_nms_top_k
         self.nms_iou = plans.inference.nms_iou
@@ -54,18 +56,23 @@ class AnchorDetector(Detector):
     # -- shared steps -----------------------------------------------------------------------------------
     def anchors(self, image_shape: Sequence[int], feature_shapes: Sequence[Sequence[int]],
                 device: torch.device) -> Tensor:
-        """Anchors of P2..P5 for one patch: Tensor[A, 2*dim] on `device`."""
+        """Anchors of the head levels for one patch: Tensor[A, 2*dim] on `device`."""
         return self.anchor_generator(list(image_shape), [list(s) for s in feature_shapes], device=device)
+
+    def anchors_per_level(self, feature_shapes: Sequence[Sequence[int]]) -> list[int]:
+        """Number of anchors of each head level, in the order of :meth:`anchors`."""
+        return [math.prod(s) * self.anchor_generator.num_anchors_per_location for s in feature_shapes]
 
     def assign_targets(
         self, anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor],
-        image_shape: Sequence[int] | None = None,
+        image_shape: Sequence[int] | None = None, num_per_level: Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Match anchors to ground truth per image.
 
         anchors: Tensor[A, 2d]; boxes[i]: Tensor[N_i, 2d]; labels[i]: LongTensor[N_i] (classes from 0);
         image_shape: when given, boxes are clipped to the patch first. Boxes without volume are skipped
-        (they would give infinite size targets).
+        (they would give infinite size targets). num_per_level: anchors per level (the adaptive matcher
+        ranks candidates per level).
         Returns targets LongTensor[B, A] (-1 ignored, 0 background, c+1 class c), positive
         BoolTensor[B, A] and target deltas Tensor[P, 2d] of the positives in row-major order.
         """
@@ -80,7 +87,7 @@ class AnchorDetector(Detector):
             if gt.numel() == 0:
                 targets.append(t)
                 continue
-            matched = self.matcher(box_iou(gt, anchors))
+            matched = self.matcher.match(gt, anchors, num_per_level)
             pos = matched >= 0
             t[pos] = lab.long()[matched[pos]] + 1
             t[matched == Matcher.BETWEEN] = -1
@@ -104,7 +111,8 @@ class AnchorDetector(Detector):
                              f"got {len(boxes)} and {len(labels)}")
         out = self.network(images)
         anchors = self.anchors(images.shape[2:], out.feature_shapes, images.device)
-        targets, positive, target_deltas = self.assign_targets(anchors, boxes, labels, images.shape[2:])
+        targets, positive, target_deltas = self.assign_targets(anchors, boxes, labels, images.shape[2:],
+                                                               self.anchors_per_level(out.feature_shapes))
         terms: dict[str, Tensor] = {}
         terms.update(self.network.cls_head.loss(out.cls_logits, targets))
         terms.update(self.network.box_head.loss(out.box_deltas, target_deltas, positive))

@@ -1,10 +1,12 @@
-"""The detection network: ResNet backbone -> (U-)FPN -> shared heads on P2..P5 (+ segmentation on P0).
+"""The detection network: ResNet backbone -> (U-)FPN -> shared heads on the plan's head levels (P2..P5 unless
+``network["head_levels"]`` names others) (+ segmentation on P0).
 
 It holds all the weights; the detector around it only matches anchors and decodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -14,13 +16,13 @@ from retinaunet.models.heads import ClassificationHead, RegressionHead, Segmenta
 from retinaunet.models.ufpn import UFPN
 from retinaunet.plans import NetworkPlan
 
-HEAD_LEVELS = (2, 3, 4, 5)  # the pyramid levels the detection heads read
 SEG_LEVEL = 0  # the level the segmentation head reads
 
 
-def pyramid_levels(segmentation: bool) -> tuple[int, ...]:
-    """The U-FPN levels a detection network reads: the heads' P2-P5, and P0 with a segmentation head."""
-    return ((SEG_LEVEL,) if segmentation else ()) + HEAD_LEVELS
+def pyramid_levels(head_levels: Sequence[int], segmentation: bool) -> tuple[int, ...]:
+    """The U-FPN levels a detection network reads: the heads' levels (the plans' ``network.head_levels``,
+    P2-P5 by default), and P0 with a segmentation head."""
+    return ((SEG_LEVEL,) if segmentation else ()) + tuple(int(k) for k in head_levels)
 
 
 @dataclass
@@ -55,9 +57,10 @@ class DetectionNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.head_levels = tuple(network.head_levels)
         self.backbone = backbone_from_plans(dim, in_channels, network)
         fpn = network.fpn_channels
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, pyramid_levels(segmentation))
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, pyramid_levels(self.head_levels, segmentation))
         head_ch, head_convs = network.head_channels, network.head_convs
         self.cls_head = ClassificationHead(dim, fpn, head_ch, head_convs, num_anchors, num_classes,
                                            hard_negative_pool=hard_negative_pool)
@@ -67,7 +70,7 @@ class DetectionNetwork(nn.Module):
     def forward(self, images: Tensor) -> NetworkOutput:
         """images: Tensor[B, C_in, *S] -> NetworkOutput."""
         pyramid = self.fpn(self.backbone(images))
-        levels = [pyramid[k] for k in HEAD_LEVELS]
+        levels = [pyramid[k] for k in self.head_levels]
         return NetworkOutput(
             cls_logits=self.cls_head(levels),
             box_deltas=self.box_head(levels),

@@ -33,7 +33,7 @@ from retinaunet.models.anchor_detector import AnchorDetector
 from retinaunet.models.backbone import backbone_from_plans
 from retinaunet.models.detector import Detections
 from retinaunet.models.heads import ClassificationHead, RegressionHead, SegmentationHead
-from retinaunet.models.network import HEAD_LEVELS, pyramid_levels
+from retinaunet.models.network import pyramid_levels
 from retinaunet.models.registry import register_model
 from retinaunet.models.ufpn import UFPN
 from retinaunet.plans import NetworkPlan, Plans
@@ -92,7 +92,8 @@ class TwoStageNetwork(nn.Module):
         self.backbone = backbone_from_plans(dim, in_channels, network)
         fpn = network.fpn_channels
         head = network.head_channels
-        self.fpn = UFPN(dim, self.backbone.channels, fpn, pyramid_levels(segmentation))
+        self.head_levels = tuple(network.head_levels)
+        self.fpn = UFPN(dim, self.backbone.channels, fpn, pyramid_levels(self.head_levels, segmentation))
         self.rpn_cls = ClassificationHead(dim, fpn, head, 1, num_anchors, 1, hard_negative_pool=hard_negative_pool)
         self.rpn_box = RegressionHead(dim, fpn, head, 1, num_anchors)
         self.pool = POOL[dim]
@@ -121,7 +122,7 @@ class TwoStageNetwork(nn.Module):
         return self.fpn(self.backbone(images))
 
     def rpn(self, pyramid: dict[int, Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, ...]]]:
-        levels = [pyramid[k] for k in HEAD_LEVELS]
+        levels = [pyramid[k] for k in self.head_levels]
         return self.rpn_cls(levels), self.rpn_box(levels), [tuple(p.shape[2:]) for p in levels]
 
     def classify(self, roi_features: Tensor) -> tuple[Tensor, Tensor]:
@@ -181,9 +182,9 @@ class FasterRCNN(AnchorDetector):
         """RoIAlign of every roi from its level: Tensor[R, C, *pool] (default: the box head's pool)."""
         pool = tuple(pool or self.network.pool)
         levels = self.level_of(rois)
-        ref = pyramid[HEAD_LEVELS[0]]
+        ref = pyramid[self.network.head_levels[0]]
         out = ref.new_zeros((rois.shape[0], ref.shape[1], *pool))
-        for i, k in enumerate(HEAD_LEVELS):
+        for i, k in enumerate(self.network.head_levels):
             sel = torch.nonzero(levels == i).squeeze(1)
             if sel.numel():
                 out[sel] = roi_align(pyramid[k], rois[sel], batch_index[sel], shape, pool)
@@ -248,7 +249,8 @@ class FasterRCNN(AnchorDetector):
         logits, deltas, feature_shapes = self.network.rpn(pyramid)
         anchors = self.anchors(shape, feature_shapes, images.device)
         objectness = [torch.zeros_like(lab) for lab in labels]  # one class: any object
-        targets, positive, target_deltas = self.assign_targets(anchors, boxes, objectness, shape)
+        targets, positive, target_deltas = self.assign_targets(anchors, boxes, objectness, shape,
+                                                               self.anchors_per_level(feature_shapes))
         terms = {"rpn_cls": self.network.rpn_cls.loss(logits, targets)["cls"],
                  "rpn_box": self.network.rpn_box.loss(deltas, target_deltas, positive)["box"]}
         proposals = self.proposals(logits, deltas, anchors, shape)
