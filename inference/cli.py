@@ -108,19 +108,25 @@ def _preprocess(images, geometry, plans, case):
 
 
 def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                   folds: Sequence[int] | None = None, *, mirror: bool = True, shard: tuple[int, int] = (0, 1),
-                   device: str | torch.device = "cpu", consolidation: str = "wbc", save_seg: bool = False,
+                   folds: Sequence[int] | None = None, *, mirror: bool | None = None, shard: tuple[int, int] = (0, 1),
+                   device: str | torch.device = "cpu", consolidation: str | None = None, save_seg: bool = False,
                    save_boxes: bool = False, overwrite: bool = False, batch_size: int | None = None,
-                   progress: bool = True) -> list[Path]:
+                   progress: bool = True, overrides: Sequence[str] = (), planned_settings: bool = False) -> list[Path]:
     """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
 
     Writes ``<case>.json`` per case (see :mod:`inference.export`), optional NIfTI masks, and
-    ``predictions.csv`` over all prediction JSONs in ``output_dir``. Nothing is overwritten unless
+    ``predictions.csv`` over all prediction JSONs in ``output_dir``; each JSON records under ``settings`` the
+    inference settings used and where they came from. The settings are the model folder's plans with a sweep's chosen
+    values on top (``planned_settings``: without them), then ``overrides`` (``key=value``, ``inference.`` may be left
+    out), then ``mirror`` / ``consolidation`` when given. Nothing is overwritten unless
     ``overwrite``: every output is checked before the first case runs. Shards of one run share the
     CSV (each shard rewrites it from the JSONs present when it ends).
     """
+    from inference.settings import resolve_settings, settings_metadata
+
     folder, output_dir = ModelFolder(Path(model_dir)), Path(output_dir)
-    plans = folder.load_plans()
+    plans, record = resolve_settings(folder, folds, overrides, planned=planned_settings, mirror=mirror,
+                                     consolidation=consolidation)
     cases = find_input_cases(input_dir, plans)
     names = shard_cases(list(cases), *shard)
     for name in names:
@@ -133,10 +139,10 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace, or choose another -o")
-    models, plans = folder.load_models(folds, device)
+    models, plans = folder.load_models(folds, device, plans=plans)
     run = PredictionRun(models, plans, device, out_dir=output_dir, save_seg=save_seg, save_boxes=save_boxes,
-                        predictor_options={"mirror": mirror, "consolidation": consolidation,
-                                           "batch_size": batch_size, "progress": progress})
+                        predictor_options={"batch_size": batch_size, "progress": progress},
+                        metadata=settings_metadata(record, plans))
     logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
                 f"{len(models)} model(s) x {len(run.predictor.views)} view(s) -> {output_dir}")
     panels = []
@@ -184,14 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
     p.add_argument("--plan", default=None, help="plan name: 2d, 2dc or 3d (default: the task's plans.json)")
     p.add_argument("--no-tta", action="store_true",
-                   help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate")
+                   help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate "
+                        "(default: inference.mirror, which a sweep may have chosen)")
     p.add_argument("--shard", default="0/1",
                    help="i/n: predict every n-th case (sorted names) starting at i, to split a cohort over "
                         "machines writing to the same output folder")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--consolidation", choices=("wbc", "nms"), default="wbc",
-                   help="merge the views' boxes by weighted box clustering (default, the paper's) or NMS "
-                        "(for comparison)")
+    p.add_argument("--consolidation", choices=("wbc", "nms"), default=None,
+                   help="merge the views' boxes by weighted box clustering (the paper's) or NMS (default: "
+                        "inference.consolidation, as the sweep chose it or planned)")
+    p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change an inference setting for this run, e.g. min_score=0.3 or inference.wbc_iou=0.1 "
+                        "(changes results; recorded under settings in every output JSON)")
+    p.add_argument("--planned-settings", action="store_true",
+                   help="use the inference settings as planned, without the values rud_sweep chose")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: plans)")
     p.add_argument("--save-seg", action="store_true",
                    help="also write <case>_seg.nii.gz, the segmentation argmax (0 background, class+1)")
@@ -209,9 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
         shard = parse_shard(args.shard)
         model_dir = resolve_model_dir(args.task, args.model, args.plan)
-        predict_folder(model_dir, args.input, args.output, args.folds, mirror=not args.no_tta, shard=shard,
-                       device=device, consolidation=args.consolidation, save_seg=args.save_seg,
-                       save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size)
+        predict_folder(model_dir, args.input, args.output, args.folds, mirror=False if args.no_tta else None,
+                       shard=shard, device=device, consolidation=args.consolidation, save_seg=args.save_seg,
+                       save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
+                       overrides=args.override, planned_settings=args.planned_settings)
     except (InputError, OutputExistsError, ModelFolderError, LayoutError, PlansError, ReadError, ValueError) as err:
         print(f"rud_predict: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -90,8 +90,11 @@ def output_files(out_dir: str | os.PathLike, case: str, save_seg: bool = False, 
 
 def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.PathLike,
                 class_names: Sequence[str] | None = None, save_seg: bool = False,
-                save_boxes: bool = False) -> Path:
-    """Write ``<out_dir>/<case>.json`` (and the optional NIfTI masks); returns the JSON's path."""
+                save_boxes: bool = False, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``<out_dir>/<case>.json`` (and the optional NIfTI masks); returns the JSON's path.
+
+    ``metadata``: entries added to the JSON (e.g. ``settings``: the inference settings the run used).
+    """
     out_dir = Path(out_dir)
     case = str(props["case"])
     coords = CaseCoordinates.from_props(props)
@@ -108,7 +111,8 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
             entry["class_name"] = str(class_names[int(label)])
         entries.append(entry)
     doc = {"case": case, "shape": list(geometry.shape), "spacing": list(geometry.spacing),
-           "origin": list(geometry.origin), "direction": list(geometry.direction), "boxes": entries}
+           "origin": list(geometry.origin), "direction": list(geometry.direction), "boxes": entries,
+           **(metadata or {})}
     if save_seg:
         if pred.seg is None:
             raise ValueError(f"{case}: no segmentation to save (this model has no segmentation output)")

@@ -241,19 +241,42 @@ class TrainingPlan:
 
 @dataclass
 class InferencePlan:
-    """Prediction settings; entries that are null in the file are filled in for the plans' dims."""
+    """Prediction settings, in the order they act; entries that are null in the file are filled in for the dims.
+
+    Decoding (inside the network's prediction of one view of a tile; fixed when validation predictions are
+    kept raw for a sweep): ``pre_nms_top_k``, ``decode_min_score``, ``nms_iou`` (NMS of one view's boxes)
+    and ``decode_max_detections``.
+    Consolidation of the views of a case: ``checkpoints`` (best epochs per fold in the ensemble), ``mirror``
+    over ``mirror_axes``, ``consolidation`` ("wbc" with ``wbc_iou``, or "nms" with
+    ``consolidation_nms_iou``), and ``merge_iou`` for 2D -> 3D merging.
+    After consolidation, the steps named in ``postprocess`` in order (``min_size``, ``min_score``,
+    ``max_detections`` per case). ``rud_sweep`` chooses the consolidation and post-processing values on
+    validation predictions; the model folder applies them on top of this section.
+    """
 
     pre_nms_top_k: int | None = _positive(default=None)  # null: 10000 in 2D, 50000 in 3D (paper)
-    nms_iou: float = _fraction(default=0.1)
-    max_detections: int | None = _positive(default=None)  # per image; null: 10 in 2D, 30 in 3D
-    min_score: float = _fraction(default=0.1)
+    nms_iou: float = _fraction(default=0.1)  # per view, in decoding
+    decode_min_score: float = _fraction(default=0.05)  # candidates of a view's decoding
+    decode_max_detections: int | None = _positive(default=None)  # per view and tile; null: max_detections
+    max_detections: int | None = _positive(default=None)  # per case (step max_detections); null: 10 in 2D, 30 in 3D
+    min_score: float = _fraction(default=0.1)  # step min_score, on consolidated boxes
+    min_size: float = _non_negative(default=0.0)  # step min_size: voxels (pixels in 2D) at the target spacing
     tile_overlap: float = _fraction(default=0.5)
+    mirror: bool = True  # test-time mirroring
     mirror_axes: list[int] | None = _non_negative(default=None)  # null: every axis
+    checkpoints: int | None = _positive(default=None)  # best epochs per fold in the ensemble; null: all kept
+    consolidation: str = _choice("wbc", "nms", default="wbc")
     wbc_iou: float = _fraction(default=1e-5)
+    consolidation_nms_iou: float = _fraction(default=0.1)
     patch_size: list[int] | None = _positive(default=None)  # null: the training patch
     merge_iou: float = _fraction(default=0.1)  # 2D -> 3D merging of slice boxes
     max_components: int | None = _positive(default=None)  # DetU-Net's largest components; null: 5 in 2D, 15 in 3D
     postprocess: list[str] = field(default_factory=list)  # ordered steps of inference.postprocess, after consolidation
+
+    @property
+    def consolidation_iou(self) -> float:
+        """The IoU of the chosen consolidation: ``wbc_iou`` or ``consolidation_nms_iou``."""
+        return self.wbc_iou if self.consolidation == "wbc" else self.consolidation_nms_iou
 
 
 def _dim_defaults(dim: int) -> dict[str, Any]:
@@ -311,6 +334,8 @@ class Plans:
             for key, value in _dim_defaults(self.dim).items():
                 if getattr(self.inference, key) is None:
                     setattr(self.inference, key, value)
+            if self.inference.decode_max_detections is None:
+                self.inference.decode_max_detections = self.inference.max_detections
 
     @property
     def num_modalities(self) -> int:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-import inference.predictor as predictor_module
+import inference.raw as raw_module
 from inference.predictor import Predictor, flip_boxes, mirror_views
 from retinaunet.models import Detections, build_model
 from retinaunet.plans import make_test_plans
@@ -48,13 +48,13 @@ class SpotDetector(nn.Module):
 
 def record_consolidate(monkeypatch):
     calls = []
-    original = predictor_module.consolidate
+    original = raw_module.consolidate
 
     def wrapper(*args, **kwargs):
         calls.append((args, kwargs))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(predictor_module, "consolidate", wrapper)
+    monkeypatch.setattr(raw_module, "consolidate", wrapper)
     return calls
 
 

@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (expert; slow first step)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and patch sampling")
     p.add_argument("--no-test", action="store_true", help="skip predicting the fold's test cases at the end")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="skip the sweep at the end: no raw val predictions kept, inference settings stay as "
+                        "planned (rud_sweep can choose them later)")
+    p.add_argument("--sweep-metric", choices=("map", "cpm", "patient"), default="map",
+                   help="validation metric the sweep maximises: mAP@0.1, FROC CPM or patient-level AP")
     p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change plan entries for this run, e.g. training.learning_rate=3e-4 (changes results)")
     return p
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         for fold in folds:
             opts = TrainOptions(fold=fold, model=args.model, device=args.device, num_workers=args.workers,
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
-                                seed=args.seed, predict_test=not args.no_test)
+                                seed=args.seed, predict_test=not args.no_test, sweep=not args.no_sweep,
+                                sweep_metric=args.sweep_metric)
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()
