@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="folds to ensemble (default: every trained fold; each adds its kept best epochs)")
     p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
-    p.add_argument("--plan", default=None, help="plan name: 2d, 2dc or 3d (default: the task's plans.json)")
+    p.add_argument("--plan", default=None,
+                   help="plan name: 2d, 2dc, 3d, 3dlr (default: the default configuration of the task's plans.json)")
     p.add_argument("--no-tta", action="store_true",
                    help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate "
                         "(default: inference.mirror, which a sweep may have chosen)")

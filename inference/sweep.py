@@ -55,6 +55,15 @@ class SweepCase:
     raw: RawPrediction
     gt_boxes: np.ndarray
     gt_labels: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. the frame: factors, crop_lo, original_shape
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Preprocessed boxes -> original image index coordinates (needs the frame in ``extra``)."""
+        if "factors" not in self.extra:
+            raise ValueError(f"{self.name}: its raw prediction lacks the case's frame; predict it again")
+        f, lo = np.tile(self.extra["factors"], 2), np.tile(self.extra["crop_lo"], 2)
+        shape = np.tile(np.asarray(self.extra["original_shape"], dtype=np.float64), 2)
+        return np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, len(f)) * f + lo, 0, shape)
 
 
 @dataclass
@@ -78,7 +87,7 @@ def load_sweep_cases(folder: str | Path) -> list[SweepCase]:
     cases = []
     for path in sorted(Path(folder).glob("*.npz")):
         raw, extra = load_raw(path)
-        cases.append(SweepCase(path.stem, raw, extra["gt_boxes"], extra["gt_labels"]))
+        cases.append(SweepCase(path.stem, raw, extra.pop("gt_boxes"), extra.pop("gt_labels"), extra))
     return cases
 
 

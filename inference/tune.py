@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from loguru import logger
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from inference.raw import save_raw
 from inference.sweep import SweepResult, load_sweep_cases, sweep
 from retinaunet import store
+from retinaunet.coordinates import CaseCoordinates
 from retinaunet.io import atomic_path, write_json
 from retinaunet.model_folder import ModelFolder, ModelFolderError
 
@@ -44,7 +46,10 @@ def write_raw_predictions(folder: ModelFolder, fold: int, pre_dir: str | os.Path
         data, props = store.load_case(pre_dir, case)
         pred = run.case(data, props)
         gt_boxes, gt_labels = store.ground_truth(props, plans.data_dim)
-        written.append(save_raw(pred.raw, Path(out_dir) / f"{case}.npz", gt_boxes=gt_boxes, gt_labels=gt_labels))
+        coords = CaseCoordinates.from_props(props)  # to compare and ensemble configurations in one frame
+        written.append(save_raw(pred.raw, Path(out_dir) / f"{case}.npz", gt_boxes=gt_boxes, gt_labels=gt_labels,
+                                factors=coords.factors, crop_lo=coords.crop_lo,
+                                original_shape=np.asarray(coords.original.shape)))
     logger.info(f"kept the raw predictions of {len(written)} case(s) ({len(models)} checkpoint(s) x "
                 f"{len(run.predictor.views)} mirroring(s)) in {out_dir}")
     return written

@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel processes, one case in memory each (0: in this process); more workers need "
                         "more memory")
     p.add_argument("--force", action="store_true", help="redo every case, even those that are up to date")
+    p.add_argument("--plan", default=None,
+                   help="configuration of plans.json to preprocess for: 2d, 2dc, 3d, 3dlr (default: its default)")
     return p
 
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from preprocessing.task import preprocess_task
 
     try:
-        report = preprocess_task(args.task, workers=args.workers, force=args.force)
+        report = preprocess_task(args.task, workers=args.workers, force=args.force, plan=args.plan)
     except Exception as err:  # noqa: BLE001 - one-line error for the user
         print(f"rud_preprocess: {err}", file=sys.stderr)
         return 1

@@ -29,7 +29,8 @@ from loguru import logger
 from retinaunet.io import read_json, write_json
 
 __all__ = ["Plans", "PlansError", "NetworkPlan", "AnchorsPlan", "MatchingPlan", "TrainingPlan", "InferencePlan",
-           "load_plans", "save_plans", "apply_overrides", "parse_value", "cumulative_stride", "make_test_plans"]
+           "load_plans", "save_plans", "save_task_plans", "plan_names", "apply_overrides", "parse_value",
+           "cumulative_stride", "make_test_plans"]
 
 # keys older planners wrote that nothing reads any more: dropped on load with a warning
 RETIRED_KEYS = frozenset({"training.optimizer"})
@@ -302,7 +303,7 @@ def cumulative_stride(strides: Sequence[Sequence[int]]) -> list[int]:
 class Plans:
     """Everything the planner chose, typed. Build with :meth:`from_dict` / :func:`load_plans` (validated)."""
 
-    mode: str = _choice("2d", "2dc", "3d")
+    mode: str = _choice("2d", "2dc", "3d")  # the network's mode; a 3dlr plan is a 3d mode at coarser spacing
     dim: int = _choice(2, 3)  # spatial dims of the network (2 for 2d and 2dc)
     patch_size: list[int] = _positive()
     batch_size: int = _positive()
@@ -417,12 +418,41 @@ def apply_overrides(plans: Plans, overrides: Sequence[str]) -> Plans:
     return plans
 
 
-def load_plans(path: str | os.PathLike) -> Plans:
-    """Read and validate ``plans.json``; errors name the file and the key."""
+def load_plans(path: str | os.PathLike, plan: str | None = None) -> Plans:
+    """Read and validate one configuration of ``plans.json``; errors name the file and the key.
+
+    A task's file holds several configurations (``{"default": "3d", "configurations": {"3d": {...},
+    "2d": {...}}}``); ``plan`` chooses one (default: the file's default). A file of a single plan (older
+    task files, model folders' copies) loads as that plan.
+    """
     path = Path(path)
     if not path.exists():
         raise PlansError(f"{path} not found: run rud_plan for this task first")
-    return Plans.from_dict(read_json(path), source=path.name)
+    data = read_json(path)
+    if isinstance(data, Mapping) and "configurations" in data:
+        configs = data["configurations"]
+        name = plan or data.get("default") or next(iter(configs), None)
+        if name not in configs:
+            raise PlansError(f"{path.name}: no plan '{name}' (has {', '.join(configs) or 'none'}); add it with "
+                             f"rud_plan --mode {name}")
+        return Plans.from_dict(configs[name], source=f"{path.name} [{name}]")
+    plans = Plans.from_dict(data, source=path.name)
+    if plan is not None and plan != plans.plan_name:
+        raise PlansError(f"{path.name} holds only plan '{plans.plan_name}'; add '{plan}' with rud_plan --mode {plan}")
+    return plans
+
+
+def plan_names(path: str | os.PathLike) -> tuple[list[str], str | None]:
+    """The configurations of a plans file and its default (a single-plan file: its one plan)."""
+    path = Path(path)
+    if not path.exists():
+        return [], None
+    data = read_json(path)
+    if isinstance(data, Mapping) and "configurations" in data:
+        names = list(data["configurations"])
+        return names, data.get("default") or (names[0] if names else None)
+    name = str(data.get("plan_name") or data.get("mode"))
+    return [name], name
 
 
 def save_plans(plans: Plans, path: str | os.PathLike) -> bool:
@@ -436,6 +466,35 @@ def save_plans(plans: Plans, path: str | os.PathLike) -> bool:
         except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
             pass
     write_json(data, path)
+    return True
+
+
+def save_task_plans(plans: Plans, path: str | os.PathLike, default: bool | None = None) -> bool:
+    """Add (or replace) ``plans`` as one configuration of a task's ``plans.json``, keeping the others.
+
+    ``default``: make it the file's default (None: only when the file has none yet). A single-plan file is
+    converted, its plan kept. Returns False when nothing changed.
+    """
+    path = Path(path)
+    doc: dict[str, Any] = {"default": None, "configurations": {}}
+    if path.exists():
+        old = read_json(path)
+        if isinstance(old, Mapping) and "configurations" in old:
+            doc = {"default": old.get("default"), "configurations": dict(old["configurations"])}
+        elif isinstance(old, Mapping):
+            name = str(old.get("plan_name") or old.get("mode"))
+            doc = {"default": name, "configurations": {name: old}}
+    name = plans.plan_name
+    doc["configurations"][name] = plans.to_dict()
+    if default or doc["default"] is None or doc["default"] not in doc["configurations"]:
+        doc["default"] = name
+    if path.exists():
+        try:
+            if read_json(path) == json.loads(json.dumps(doc)):
+                return False
+        except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
+            pass
+    write_json(doc, path)
     return True
 
 

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
     p.add_argument("--model", default="retina_unet",
                    help="registered model (retina_unet, retina_net, ...); see retinaunet.models.available_models()")
+    p.add_argument("--plan", default=None,
+                   help="configuration of plans.json to train: 2d, 2dc, 3d, 3dlr (default: its default); each has "
+                        "its own model folder models/<model>_<plan>")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default from plans.json)")
     p.add_argument("--batches-per-epoch", type=int, default=None,
                    help="training batches per epoch (default from plans.json)")
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise ValueError(f"fold must be 0-4 or 'all', got '{args.fold}'")
         paths = TaskPaths.from_task(args.task)
-        plans = load_plans(paths.plans)
+        plans = load_plans(paths.plans, args.plan)
         apply_overrides(plans, args.override)
         if args.epochs is not None:
             plans.override("training.epochs", args.epochs)
