@@ -111,7 +111,8 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                    folds: Sequence[int] | None = None, *, mirror: bool | None = None, shard: tuple[int, int] = (0, 1),
                    device: str | torch.device = "cpu", consolidation: str | None = None, save_seg: bool = False,
                    save_boxes: bool = False, overwrite: bool = False, batch_size: int | None = None,
-                   progress: bool = True, overrides: Sequence[str] = (), planned_settings: bool = False) -> list[Path]:
+                   progress: bool = True, overrides: Sequence[str] = (), planned_settings: bool = False,
+                   save_instances: bool = False) -> list[Path]:
     """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
 
     Writes ``<case>.json`` per case (see :mod:`inference.export`), optional NIfTI masks, and
@@ -131,7 +132,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     names = shard_cases(list(cases), *shard)
     for name in names:
         check_case_files(name, cases[name], plans)
-    planned = [f for name in names for f in output_files(output_dir, name, save_seg, save_boxes)]
+    planned = [f for name in names for f in output_files(output_dir, name, save_seg, save_boxes, save_instances)]
     if shard[1] == 1:
         planned += [output_dir / CSV_NAME, output_dir / GALLERY_NAME]
     if not overwrite:
@@ -142,7 +143,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     models, plans = folder.load_models(folds, device, plans=plans)
     run = PredictionRun(models, plans, device, out_dir=output_dir, save_seg=save_seg, save_boxes=save_boxes,
                         predictor_options={"batch_size": batch_size, "progress": progress},
-                        metadata=settings_metadata(record, plans))
+                        metadata=settings_metadata(record, plans), save_instances=save_instances)
     logger.info(f"predicting {len(names)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}) with "
                 f"{len(models)} model(s) x {len(run.predictor.views)} view(s) -> {output_dir}")
     panels = []
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <case>_seg.nii.gz, the segmentation argmax (0 background, class+1)")
     p.add_argument("--save-boxes", action="store_true",
                    help="also write <case>_boxes.nii.gz, box k of the JSON painted as k+1 (for viewers)")
+    p.add_argument("--save-instances", action="store_true",
+                   help="also write <case>_instances.nii.gz: the voxels of box k of the JSON that the segmentation "
+                        "output gives the box's class hold k+1 (models with a segmentation output)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -225,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         predict_folder(model_dir, args.input, args.output, args.folds, mirror=False if args.no_tta else None,
                        shard=shard, device=device, consolidation=args.consolidation, save_seg=args.save_seg,
                        save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
-                       overrides=args.override, planned_settings=args.planned_settings)
+                       overrides=args.override, planned_settings=args.planned_settings,
+                       save_instances=args.save_instances)
     except (InputError, OutputExistsError, ModelFolderError, LayoutError, PlansError, ReadError, ValueError) as err:
         print(f"rud_predict: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -45,9 +45,10 @@ class PredictionRun:
     save_boxes: bool = False
     predictor_options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] | None = None  # added to every exported JSON
+    save_instances: bool = False  # an instance map per case from the segmentation output
 
     def __post_init__(self) -> None:
-        options = {"keep_seg": self.save_seg, **self.predictor_options}
+        options = {"keep_seg": self.save_seg or self.save_instances, **self.predictor_options}
         self.predictor = Predictor(self.models, self.plans, device=self.device, **options)
         self.steps = build_steps(self.plans)
         self.written: list[Path] = []
@@ -70,7 +71,7 @@ class PredictionRun:
         pred = apply_steps(pred, self.steps, self.plans)
         if self.out_dir is not None:
             self.written.append(export_case(pred, props, self.out_dir, self.plans.class_names, self.save_seg,
-                                            self.save_boxes, self.metadata))
+                                            self.save_boxes, self.metadata, self.save_instances))
         return pred
 
     def finish(self) -> list[Path]:

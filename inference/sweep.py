@@ -11,7 +11,8 @@ trainer) it searches, against the validation metric:
 
 The planned settings are evaluated too, as the first row. Ties go to the setting with fewer boxes (fewer
 false positives at the same metric), then to the earlier row. :func:`sweep` returns every row evaluated
-(the search table) and the chosen values as ``inference`` keys of the plans.
+(the search table) and the chosen values as ``inference`` keys of the plans. With the chosen settings it
+proposes the score thresholds for a target sensitivity and a target false-positive rate (operating points).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from inference.raw import RawPrediction, consolidate_raw, load_raw
 from retinaunet.evaluation.ap import average_precision, mean_over_classes
 from retinaunet.evaluation.froc import froc_from_matches
 from retinaunet.evaluation.matching import match_cases
+from retinaunet.evaluation.operating_point import operating_curve, propose_threshold
 from retinaunet.evaluation.patient import patient_level_ap
 from retinaunet.plans import InferencePlan, Plans
 
@@ -76,10 +78,12 @@ class SweepResult:
     planned_value: float
     table: list[dict[str, Any]] = field(default_factory=list)
     num_cases: int = 0
+    operating_points: list[dict[str, Any]] = field(default_factory=list)  # proposed score thresholds
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "value": self.value, "planned_value": self.planned_value,
-                "num_cases": self.num_cases, "chosen": self.chosen, "table": self.table}
+                "num_cases": self.num_cases, "chosen": self.chosen, "operating_points": self.operating_points,
+                "table": self.table}
 
 
 def load_sweep_cases(folder: str | Path) -> list[SweepCase]:
@@ -156,8 +160,13 @@ def _settings(base: InferencePlan, **values: Any) -> InferencePlan:
 
 
 def sweep(cases: Sequence[SweepCase], plans: Plans, metric: str = "map",
-          progress: Callable[[str], None] | None = None) -> SweepResult:
-    """Search the consolidation and post-processing settings on ``cases`` (see the module docstring)."""
+          progress: Callable[[str], None] | None = None, target_sensitivity: float | None = 0.9,
+          target_fp: float | None = 1.0) -> SweepResult:
+    """Search the consolidation and post-processing settings on ``cases`` (see the module docstring).
+
+    With the chosen settings (but no score threshold) it also proposes the score thresholds that reach
+    ``target_sensitivity`` and keep false positives per case at most ``target_fp`` (operating points).
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
     if not cases:
@@ -201,6 +210,17 @@ def sweep(cases: Sequence[SweepCase], plans: Plans, metric: str = "map",
         stage2.append(row("postprocess", settings, preds, postprocess=list(STANDARD_STEPS)))
     chosen_row = best([planned_row, *stage2])
     chosen = {k: chosen_row[k] for k in SWEPT_KEYS}
+    final = _settings(planned, **{k: v for k, v in chosen.items()})
+    open_preds = [_post(consolidate_raw(c.raw, final), replace(final, min_score=0.0), final.postprocess)
+                  for c in cases]
+    curve = operating_curve(*([p[i] for p in open_preds] for i in range(3)), [c.gt_boxes for c in cases],
+                            [c.gt_labels for c in cases], plans.num_classes)
+    points = []
+    if target_sensitivity is not None:
+        points.append(propose_threshold(*curve, len(cases), target_sensitivity=target_sensitivity))
+    if target_fp is not None:
+        points.append(propose_threshold(*curve, len(cases), target_fp=target_fp))
     logger.info(f"sweep over {len(cases)} case(s), {len(table)} settings: {metric} {chosen_row[metric]:.4f} "
                 f"(planned {planned_row[metric]:.4f})")
-    return SweepResult(metric, chosen, float(chosen_row[metric]), float(planned_row[metric]), table, len(cases))
+    return SweepResult(metric, chosen, float(chosen_row[metric]), float(planned_row[metric]), table, len(cases),
+                       points)

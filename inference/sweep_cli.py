@@ -24,8 +24,8 @@ __all__ = ["main", "run_sweep"]
 
 
 def run_sweep(task: str | None, model: str = "retina_unet", plan: str | None = None,
-              folds: Sequence[int] | None = None, metric: str = "map", device: str = "cpu"
-              ) -> tuple[SweepResult, Path]:
+              folds: Sequence[int] | None = None, metric: str = "map", device: str = "cpu",
+              target_sensitivity: float | None = 0.9, target_fp: float | None = 1.0) -> tuple[SweepResult, Path]:
     """Sweep the pooled validation predictions of ``folds`` (default: every trained fold) of a model folder."""
     from inference.cli import resolve_model_dir
 
@@ -40,7 +40,7 @@ def run_sweep(task: str | None, model: str = "retina_unet", plan: str | None = N
             splits = read_json(paths.splits)
             write_raw_predictions(folder, fold, paths.preprocessed(plans.plan_name), splits[fold]["val"],
                                   folder.fold(fold).val_raw, device)
-    return sweep_folds(folder, folds, metric)
+    return sweep_folds(folder, folds, metric, target_sensitivity=target_sensitivity, target_fp=target_fp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=METRICS, default="map",
                    help="what the sweep maximises: mAP at IoU 0.1, FROC CPM (sensitivity at 1/8..8 FP per "
                         "case) or patient-level AP")
+    p.add_argument("--target-sensitivity", type=float, default=0.9,
+                   help="propose the highest score threshold reaching this sensitivity (default 0.9)")
+    p.add_argument("--target-fp", type=float, default=1.0,
+                   help="propose the lowest score threshold with at most this many false positives per case "
+                        "(default 1)")
     p.add_argument("--device", default="auto", help="for missing raw predictions: cpu, cuda ... (default: cuda "
                                                     "when available)")
     return p
@@ -70,11 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        result, path = run_sweep(args.task, args.model, args.plan, args.folds, args.metric, device)
+        result, path = run_sweep(args.task, args.model, args.plan, args.folds, args.metric, device,
+                                 args.target_sensitivity, args.target_fp)
     except (ModelFolderError, LayoutError, PlansError, ValueError, FileNotFoundError, KeyError, IndexError) as err:
         print(f"rud_sweep: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
     values = ", ".join(f"{k}={v}" for k, v in result.chosen.items())
     print(f"{result.metric} on {result.num_cases} validation case(s): planned {result.planned_value:.4f}, "
-          f"chosen {result.value:.4f} ({len(result.table)} settings tried)\nchosen: {values}\nwritten: {path}")
+          f"chosen {result.value:.4f} ({len(result.table)} settings tried)\nchosen: {values}")
+    for point in result.operating_points:
+        target = ", ".join(f"{k} {v:g}" for k, v in point["target"].items())
+        if point["reachable"]:
+            sens = "n/a" if point["sensitivity"] is None else f"{point['sensitivity']:.3f}"
+            print(f"operating point for {target}: score >= {point['threshold']:.4f} (sensitivity {sens}, "
+                  f"{point['fp_per_case']:.3f} FP per case)")
+        else:
+            print(f"operating point for {target}: not reachable on the validation cases")
+    print(f"written: {path}")
     return 0

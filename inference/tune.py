@@ -69,8 +69,12 @@ def write_sweep(result: SweepResult, folds: Sequence[int], out_dir: str | os.Pat
     return write_json(doc, out_dir / "sweep.json")
 
 
-def sweep_folds(folder: ModelFolder, folds: Sequence[int], metric: str = "map") -> tuple[SweepResult, Path]:
-    """Sweep the pooled raw validation predictions of ``folds``; returns the result and the file written."""
+def sweep_folds(folder: ModelFolder, folds: Sequence[int], metric: str = "map", **targets: float | None
+                ) -> tuple[SweepResult, Path]:
+    """Sweep the pooled raw validation predictions of ``folds``; returns the result and the file written.
+
+    ``targets``: ``target_sensitivity`` / ``target_fp`` of the proposed operating points.
+    """
     cases = []
     for fold in folds:
         raw_dir = folder.fold(fold).val_raw
@@ -80,7 +84,7 @@ def sweep_folds(folder: ModelFolder, folds: Sequence[int], metric: str = "map") 
                                    f"of a fold (or run rud_sweep with --predict to make them)")
         cases += found
     plans = folder.load_plans()
-    result = sweep(cases, plans, metric)
+    result = sweep(cases, plans, metric, **targets)
     out = folder.fold(folds[0]).path if len(folds) == 1 else folder.path
     path = write_sweep(result, folds, out)
     logger.info(f"{metric} on {len(cases)} validation case(s) of fold(s) {list(folds)}: planned "

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="retina_unet", help="with --cv: model name (default retina_unet)")
     p.add_argument("--plan", default=None,
                    help="with --cv: plan name (2d, 2dc, 3d; default the plan_name in the task's plans.json)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="S",
+                   help="also report the operating point at this score (boxes scoring >= S): TP, FP, FN, "
+                        "sensitivity and false positives per case at the first --iou (operating_point.json)")
     p.add_argument("--no-write", action="store_true", help="only print the table, write no files")
     return p
 
@@ -96,11 +99,32 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         metrics = run(args)
+        point = _operating_point(args, metrics) if args.score_threshold is not None else None
     except (EvaluationError, LayoutError, ReadError, DatasetError, ValueError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"rud_evaluate: {message}", file=sys.stderr)
         return 1
     print(format_table(metrics))
+    if point is not None:
+        t = point["total"]
+        sens = "n/a" if t["sensitivity"] is None else f"{t['sensitivity']:.3f}"
+        print(f"at score >= {point['threshold']:g} (IoU {point['iou']:g}): sensitivity {sens}, "
+              f"{t['fp_per_case']:.3f} FP per case, TP {t['tp']}, FP {t['fp']}, FN {t['fn']}")
     return 0
+
+
+def _operating_point(args: argparse.Namespace, metrics: dict) -> dict:
+    """The operating point at ``--score-threshold`` (written beside metrics.json unless --no-write)."""
+    from retinaunet.evaluation.operating_point import operating_point_folder
+    from retinaunet.io import write_json
+    from retinaunet.layout import TaskPaths, find_task
+
+    if args.cv or args.pred is None:
+        raise EvaluationError("--score-threshold needs a prediction folder (-p); it is not computed with --cv")
+    labels = args.labels if args.labels is not None else TaskPaths(find_task(args.task)).labels_ts
+    point = operating_point_folder(args.pred, labels, args.score_threshold, args.iou[0], metrics.get("classes"))
+    if not args.no_write:
+        write_json(point, (args.out or args.pred) / "operating_point.json")
+    return point
 
 
