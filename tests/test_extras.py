@@ -26,7 +26,6 @@ def test_instance_map_cuts_each_box_from_its_class_and_best_box_wins():
 
 def test_rud_predict_save_instances(tmp_path):
     from inference.cli import main
-
     from retinaunet.plans import make_test_plans
 
     plans = make_test_plans(dim=2, num_classes=2)
