@@ -54,3 +54,21 @@ def test_operating_point_counts_and_proposed_thresholds():
     strict = propose_threshold(*curve, 2, target_fp=0.0)
     assert strict["threshold"] == pytest.approx(0.9) and strict["sensitivity"] == 0.5
     assert not propose_threshold(*curve, 2, target_sensitivity=1.1)["reachable"]
+
+
+def test_pretrained_weights_load_where_they_fit(tmp_path):
+    import torch
+
+    from retinaunet.models import build_model
+    from retinaunet.plans import make_test_plans
+    from retinaunet.training.pretrained import load_pretrained
+
+    source = make_model_folder(tmp_path / "Task000_Test", make_test_plans(dim=2, num_classes=2))
+    model = build_model("retina_unet", make_test_plans(dim=2, num_classes=3))
+    report = load_pretrained(model, source)
+    assert report["loaded"] and any("cls_head" in k for k in report["initialised"])
+    from retinaunet.model_folder import ModelFolder, load_checkpoint
+
+    weights = load_checkpoint(ModelFolder(source).fold(0).checkpoint_files()[0])["state_dict"]
+    name = report["loaded"][0]
+    assert torch.equal(model.state_dict()[name], weights[name])

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (expert; slow first step)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and patch sampling")
     p.add_argument("--no-test", action="store_true", help="skip predicting the fold's test cases at the end")
+    p.add_argument("--pretrained", default=None, metavar="MODEL_FOLDER",
+                   help="start from another model's weights (a model folder models/<model>_<plan>, its first "
+                        "fold's best checkpoint, or a checkpoint file): weights of the same name and shape are "
+                        "loaded, the rest initialised; the lists go to the fold's pretrained.json")
     p.add_argument("--no-sweep", action="store_true",
                    help="skip the sweep at the end: no raw val predictions kept, inference settings stay as "
                         "planned (rud_sweep can choose them later)")
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = TrainOptions(fold=fold, model=args.model, device=args.device, num_workers=args.workers,
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
                                 seed=args.seed, predict_test=not args.no_test, sweep=not args.no_sweep,
-                                sweep_metric=args.sweep_metric)
+                                sweep_metric=args.sweep_metric, pretrained=args.pretrained)
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()

@@ -54,6 +54,7 @@ class TrainOptions:
     max_nonfinite: int = 10
     sweep: bool = True  # keep the raw val predictions and choose the inference settings on them
     sweep_metric: str = "map"
+    pretrained: str | None = None  # model folder or checkpoint whose fitting weights start the training
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -114,6 +115,13 @@ class Trainer:
                                           weight_decay=self.plans.training.weight_decay)
         if self.opts.resume and last.exists():
             self._resume(last)
+        elif self.opts.pretrained:
+            from retinaunet.io import write_json
+            from retinaunet.training.pretrained import load_pretrained
+
+            report = load_pretrained(self.model, self.opts.pretrained)
+            if self.ctx.is_main:
+                write_json(report, self.fold_dir / "pretrained.json")
         module: torch.nn.Module = LossModule(self.model)
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
