@@ -15,7 +15,7 @@ import torch
 
 from inference.sweep import METRICS, SweepResult
 from inference.tune import sweep_folds, write_raw_predictions
-from retinaunet.io import read_json
+from retinaunet.io import ReadError, read_json
 from retinaunet.layout import LayoutError, TaskPaths
 from retinaunet.model_folder import ModelFolder, ModelFolderError
 from retinaunet.plans import PlansError
@@ -31,9 +31,11 @@ def run_sweep(task: str | None, model: str = "retina_unet", plan: str | None = N
 
     paths = TaskPaths.from_task(task)
     folder = ModelFolder(resolve_model_dir(task, model, plan))
-    folds = sorted(folder.available_folds() if folds is None else folds)
-    if not folds:
-        raise ModelFolderError(f"{folder.path}: no trained fold; run rud_train first")
+    trained = folder.available_folds()
+    folds = sorted(trained if folds is None else folds)
+    if not folds or not set(folds) <= set(trained):
+        raise ModelFolderError(f"{folder.path}: fold(s) {sorted(set(folds) - set(trained)) or ''} not trained "
+                               f"(trained: {trained or 'none'}); run rud_train first or choose --folds among them")
     for fold in folds:
         if not any(folder.fold(fold).val_raw.glob("*.npz")):
             plans = folder.load_plans()
@@ -77,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result, path = run_sweep(args.task, args.model, args.plan, args.folds, args.metric, device,
                                  args.target_sensitivity, args.target_fp)
-    except (ModelFolderError, LayoutError, PlansError, ValueError, FileNotFoundError, KeyError, IndexError) as err:
+    except (ModelFolderError, LayoutError, PlansError, ReadError, ValueError, FileNotFoundError, KeyError,
+            IndexError) as err:
         print(f"rud_sweep: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
     values = ", ".join(f"{k}={v}" for k, v in result.chosen.items())

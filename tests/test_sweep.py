@@ -167,3 +167,25 @@ def test_sweep_folds_needs_raw_predictions(tmp_path):
     result, path = sweep_folds(folder, [0, 1])
     assert path == folder.sweep_file and result.num_cases == 2
     assert folder.tuned_plans([0, 1])[1] == folder.sweep_file
+
+
+def test_rud_sweep_and_rud_consolidate_commands(tmp_path, capsys):
+    from inference.consolidate_cli import main as consolidate_main
+    from inference.sweep_cli import main as sweep_main
+
+    plans = make_test_plans(dim=2, num_classes=1)
+    task = tmp_path / "Task000_Test"
+    folder = ModelFolder(make_model_folder(task, plans))
+    rng = np.random.default_rng(0)
+    for case in (toy_case("a", rng), toy_case("b", rng)):
+        save_raw(case.raw, folder.fold(0).val_raw / f"{case.name}.npz", gt_boxes=case.gt_boxes,
+                 gt_labels=case.gt_labels, factors=np.ones(2), crop_lo=np.zeros(2), original_shape=np.array([64, 64]))
+    assert sweep_main(["-t", str(task), "--folds", "0", "--metric", "cpm", "--target-fp", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "cpm on 2 validation case(s)" in out and "operating point for fp_per_case 0.5" in out
+    doc = json.loads(folder.fold(0).sweep_file.read_text())
+    assert doc["metric"] == "cpm" and len(doc["operating_points"]) == 2
+    assert consolidate_main(["-t", str(task)]) == 0
+    assert "choice: 2d" in capsys.readouterr().out
+    assert sweep_main(["-t", str(task), "--folds", "3"]) == 1  # not trained: one line, non-zero
+    assert "rud_sweep: error:" in capsys.readouterr().err
