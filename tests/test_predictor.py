@@ -167,7 +167,7 @@ def test_2dc_plan_feeds_context_slices_as_channels():
 def test_real_tiny_model_predicts_a_whole_case(dim, patch, shape):
     torch.manual_seed(0)
     plans = make_test_plans(dim=dim, num_classes=2, patch_size=patch)
-    plans.inference.min_score = 0.0  # random weights: keep whatever comes out
+    plans.inference.decode_min_score = 0.0  # random weights: keep whatever comes out
     model = build_model("retina_unet", plans)
     torch.nn.init.zeros_(model.network.cls_head.out.bias)  # no foreground prior: random scores near 1/3
     out = Predictor([model], plans, mirror=dim == 2, batch_size=4, keep_seg=True).predict_case(
