@@ -46,10 +46,13 @@ def write_raw_predictions(folder: ModelFolder, fold: int, pre_dir: str | os.Path
         data, props = store.load_case(pre_dir, case)
         pred = run.case(data, props)
         gt_boxes, gt_labels = store.ground_truth(props, plans.data_dim)
-        coords = CaseCoordinates.from_props(props)  # to compare and ensemble configurations in one frame
+        frame = {}
+        if {"original", "crop", "spacing", "shape"} <= set(props):  # to compare configurations in one frame
+            coords = CaseCoordinates.from_props(props)
+            frame = {"factors": coords.factors, "crop_lo": coords.crop_lo,
+                     "original_shape": np.asarray(coords.original.shape)}
         written.append(save_raw(pred.raw, Path(out_dir) / f"{case}.npz", gt_boxes=gt_boxes, gt_labels=gt_labels,
-                                factors=coords.factors, crop_lo=coords.crop_lo,
-                                original_shape=np.asarray(coords.original.shape)))
+                                **frame))
     logger.info(f"kept the raw predictions of {len(written)} case(s) ({len(models)} checkpoint(s) x "
                 f"{len(run.predictor.views)} mirroring(s)) in {out_dir}")
     return written
