@@ -189,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="folds to ensemble (default: every trained fold; each adds its kept best epochs)")
     p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
-    p.add_argument("--plan", default=None,
-                   help="plan name: 2d, 2dc, 3d, 3dlr (default: the default configuration of the task's plans.json)")
+    p.add_argument("--plan", nargs="+", default=None,
+                   help="plan name: 2d, 2dc, 3d, 3dlr (default: the default configuration of the task's plans.json). "
+                        "Several (e.g. --plan 2d 3d): each predicts into OUTPUT_DIR/<plan>/ and their boxes are "
+                        "merged by WBC into OUTPUT_DIR (rud_consolidate says when that beats one configuration)")
     p.add_argument("--no-tta", action="store_true",
                    help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate "
                         "(default: inference.mirror, which a sweep may have chosen)")
@@ -225,12 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
         shard = parse_shard(args.shard)
-        model_dir = resolve_model_dir(args.task, args.model, args.plan)
-        predict_folder(model_dir, args.input, args.output, args.folds, mirror=False if args.no_tta else None,
-                       shard=shard, device=device, consolidation=args.consolidation, save_seg=args.save_seg,
-                       save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
-                       overrides=args.override, planned_settings=args.planned_settings,
-                       save_instances=args.save_instances)
+        plans = args.plan or [None]
+        for plan in plans:
+            model_dir = resolve_model_dir(args.task, args.model, plan)
+            out = args.output / plan if len(plans) > 1 else args.output
+            predict_folder(model_dir, args.input, out, args.folds, mirror=False if args.no_tta else None,
+                           shard=shard, device=device, consolidation=args.consolidation, save_seg=args.save_seg,
+                           save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
+                           overrides=args.override, planned_settings=args.planned_settings,
+                           save_instances=args.save_instances)
+        if len(plans) > 1:
+            from inference.plan_ensemble import merge_prediction_folders
+
+            merge_prediction_folders([args.output / p for p in plans], args.output)
     except (InputError, OutputExistsError, ModelFolderError, LayoutError, PlansError, ReadError, ValueError) as err:
         print(f"rud_predict: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -90,3 +90,23 @@ def test_ensemble_of_two_configurations_clusters_their_boxes():
     boxes, scores, labels = ensemble_of_two(a, b)
     assert len(boxes) == 2
     assert scores[0] > 0.6 and scores[1] == pytest.approx(0.3)  # found by one configuration of two: damped
+
+
+def test_rud_predict_merges_two_configurations(tmp_path):
+    from inference.cli import main
+    from tests.test_predict_cli import write_image
+
+    task = tmp_path / "Task000_Test"
+    for name in ("2d", "2dx"):
+        plans = make_test_plans(dim=2, num_classes=2)
+        plans.plan_name = name
+        make_model_folder(task, plans)
+    write_image(tmp_path / "images" / "a_0000.nii.gz", np.random.default_rng(0).normal(size=(64, 64)), (1, 1))
+    out = tmp_path / "out"
+    assert main(["-t", str(task), "-i", str(tmp_path / "images"), "-o", str(out), "--plan", "2d", "2dx",
+                 "--folds", "0", "--device", "cpu", "--no-tta", "--override", "min_score=0"]) == 0
+    merged = json.loads((out / "a.json").read_text())
+    parts = [json.loads((out / p / "a.json").read_text()) for p in ("2d", "2dx")]
+    assert merged["settings"]["ensemble_of"] == [str(out / "2d"), str(out / "2dx")]
+    assert 0 < len(merged["boxes"]) <= sum(len(p["boxes"]) for p in parts)
+    assert (out / "predictions.csv").exists()
