@@ -111,14 +111,18 @@ def _preprocess(images, geometry, plans, case):
 
 
 def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                   folds: Sequence[int] | None = None, *, mirror: bool = True, shard: tuple[int, int] = (0, 1),
-                   device: str | torch.device = "cpu", consolidation: str = "wbc", save_seg: bool = False,
+                   folds: Sequence[int] | None = None, *, mirror: bool | None = None, shard: tuple[int, int] = (0, 1),
+                   device: str | torch.device = "cpu", consolidation: str | None = None, save_seg: bool = False,
                    save_boxes: bool = False, overwrite: bool = False, batch_size: int | None = None,
-                   progress: bool = True, resume: bool = False) -> list[Path]:
+                   progress: bool = True, resume: bool = False, overrides: Sequence[str] = (),
+                   planned_settings: bool = False, save_instances: bool = False) -> list[Path]:
     """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
 
     Writes ``<case>.json`` per case (see :mod:`inference.export`), optional NIfTI masks, and
-    ``predictions.csv`` over all prediction JSONs in ``output_dir``. Nothing is overwritten unless
+    ``predictions.csv`` over all prediction JSONs in ``output_dir``; each JSON records under ``settings`` the
+    inference settings used and where they came from. The settings are the model folder's plans with a sweep's chosen
+    values on top (``planned_settings``: without them), then ``overrides`` (``key=value``, ``inference.`` may be left
+    out), then ``mirror`` / ``consolidation`` when given. Nothing is overwritten unless
     ``overwrite``: every output is checked before the first case runs. Shards of one run share the
     CSV (each shard rewrites it from the JSONs present when it ends).
 
@@ -127,17 +131,22 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     whose JSON exists (it is written last) are kept, the others predicted, and the CSV and gallery
     written as an uninterrupted run writes them.
     """
+    from inference.settings import resolve_settings, settings_metadata
+
     if overwrite and resume:
         raise ValueError("--overwrite and --continue exclude each other: --continue keeps finished cases")
     folder, output_dir = ModelFolder(Path(model_dir)), Path(output_dir)
-    plans = folder.load_plans()
+    plans, record = resolve_settings(folder, folds, overrides, planned=planned_settings, mirror=mirror,
+                                     consolidation=consolidation)
     cases = find_input_cases(input_dir, plans)
     names = shard_cases(list(cases), *shard)
     for name in names:
         check_case_files(name, cases[name], plans)
-    done = {name for name in names if resume and all(f.is_file() for f in
-                                                     output_files(output_dir, name, save_seg, save_boxes))}
-    planned = [f for name in names if name not in done for f in output_files(output_dir, name, save_seg, save_boxes)]
+    def outputs(name: str) -> list[Path]:
+        return output_files(output_dir, name, save_seg, save_boxes, save_instances)
+
+    done = {name for name in names if resume and all(f.is_file() for f in outputs(name))}
+    planned = [f for name in names if name not in done for f in outputs(name)]
     if shard[1] == 1:
         planned += [output_dir / CSV_NAME, output_dir / GALLERY_NAME]
     if overwrite:
@@ -149,10 +158,10 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise OutputExistsError(f"{existing[0]} exists{more}; pass --continue to finish an interrupted run, "
                                     "--overwrite to replace, or choose another -o")
-    models, plans = folder.load_models(folds, device)
+    models, plans = folder.load_models(folds, device, plans=plans)
     run = PredictionRun(models, plans, device, out_dir=output_dir, save_seg=save_seg, save_boxes=save_boxes,
-                        predictor_options={"mirror": mirror, "consolidation": consolidation,
-                                           "batch_size": batch_size, "progress": progress})
+                        predictor_options={"batch_size": batch_size, "progress": progress},
+                        metadata=settings_metadata(record, plans), save_instances=save_instances)
     logger.info(f"predicting {len(names) - len(done)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}"
                 + (f", {len(done)} done before" if done else "") + f") with {len(models)} model(s) x "
                 f"{len(run.predictor.views)} view(s) -> {output_dir}")
@@ -174,8 +183,9 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
         pred = run.case(data, props)
         if shard[1] == 1 and len(panels) < GALLERY_CASES:
             order = np.argsort(-np.asarray(pred.scores), kind="stable")  # the JSON's order
-            panels.append(_panel(name, cases[name][0], CaseCoordinates.from_props(props).to_original(pred.boxes)[order],
-                                 np.asarray(pred.scores)[order], np.asarray(pred.labels)[order]))
+            boxes = CaseCoordinates.from_props(props).to_original(pred.boxes)
+            panels.append(_panel(name, cases[name][0], boxes[order], np.asarray(pred.scores)[order],
+                                 np.asarray(pred.labels)[order]))
     written = sorted(kept + run.finish())
     if panels:
         write_gallery(panels, plans.class_names, output_dir / GALLERY_NAME)
@@ -228,21 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="folds to ensemble (default: every trained fold; each adds its kept best epochs)")
     p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
-    p.add_argument("--plan", default=None, help="plan name: 2d, 2dc or 3d (default: the task's plans.json)")
+    p.add_argument("--plan", nargs="+", default=None,
+                   help="plan name: 2d, 2dc, 3d, 3dlr (default: the default configuration of the task's plans.json). "
+                        "Several (e.g. --plan 2d 3d): each predicts into OUTPUT_DIR/<plan>/ and their boxes are "
+                        "merged by WBC into OUTPUT_DIR (rud_consolidate says when that beats one configuration)")
     p.add_argument("--no-tta", action="store_true",
-                   help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate")
+                   help="no test-time mirroring: 4x (2D) / 8x (3D) faster, usually a little less accurate "
+                        "(default: inference.mirror, which a sweep may have chosen)")
     p.add_argument("--shard", default="0/1",
                    help="i/n: predict every n-th case (sorted names) starting at i, to split a cohort over "
                         "machines writing to the same output folder")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--consolidation", choices=("wbc", "nms"), default="wbc",
-                   help="merge the views' boxes by weighted box clustering (default, the paper's) or NMS "
-                        "(for comparison)")
+    p.add_argument("--consolidation", choices=("wbc", "nms"), default=None,
+                   help="merge the views' boxes by weighted box clustering (the paper's) or NMS (default: "
+                        "inference.consolidation, as the sweep chose it or planned)")
+    p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change an inference setting for this run, e.g. min_score=0.3 or inference.wbc_iou=0.1 "
+                        "(changes results; recorded under settings in every output JSON)")
+    p.add_argument("--planned-settings", action="store_true",
+                   help="use the inference settings as planned, without the values rud_sweep chose")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: plans)")
     p.add_argument("--save-seg", action="store_true",
                    help="also write <case>_seg.nii.gz, the segmentation argmax (0 background, class+1)")
     p.add_argument("--save-boxes", action="store_true",
                    help="also write <case>_boxes.nii.gz, box k of the JSON painted as k+1 (for viewers)")
+    p.add_argument("--save-instances", action="store_true",
+                   help="also write <case>_instances.nii.gz: the voxels of box k of the JSON that the segmentation "
+                        "output gives the box's class hold k+1 (models with a segmentation output)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing output files (the old predictions.csv and gallery.png are removed first)")
     p.add_argument("--continue", dest="resume", action="store_true",
@@ -265,8 +287,16 @@ def predict(args: argparse.Namespace) -> None:
         raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
     shard = parse_shard(args.shard)
     set_threads(args.threads)
-    model_dir = resolve_model_dir(args.task, args.model, args.plan)
-    predict_folder(model_dir, args.input, args.output, args.folds, mirror=not args.no_tta, shard=shard,
-                   device=device, consolidation=args.consolidation, save_seg=args.save_seg,
-                   save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
-                   resume=args.resume)
+    plans = args.plan or [None]
+    for plan in plans:
+        model_dir = resolve_model_dir(args.task, args.model, plan)
+        out = args.output / plan if len(plans) > 1 else args.output
+        predict_folder(model_dir, args.input, out, args.folds, mirror=False if args.no_tta else None,
+                       shard=shard, device=device, consolidation=args.consolidation, save_seg=args.save_seg,
+                       save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
+                       resume=args.resume, overrides=args.override, planned_settings=args.planned_settings,
+                       save_instances=args.save_instances)
+    if len(plans) > 1:
+        from inference.plan_ensemble import merge_prediction_folders
+
+        merge_prediction_folders([args.output / p for p in plans], args.output)

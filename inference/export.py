@@ -11,6 +11,8 @@ Coordinates, precisely:
 ``--save-seg`` writes ``<case>_seg.nii.gz`` (argmax of the segmentation output: 0 background, c+1 for
 class c) and ``--save-boxes`` writes ``<case>_boxes.nii.gz`` where the voxels whose centres lie in box k
 of the JSON list hold k+1 (higher scores painted last, so they win where boxes overlap).
+``--save-instances`` writes ``<case>_instances.nii.gz``: the voxels of box k that the segmentation gives
+its class hold k+1 (:mod:`inference.instances`).
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def box_mask(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
-def output_files(out_dir: str | os.PathLike, case: str, save_seg: bool = False, save_boxes: bool = False
-                 ) -> list[Path]:
+def output_files(out_dir: str | os.PathLike, case: str, save_seg: bool = False, save_boxes: bool = False,
+                 save_instances: bool = False) -> list[Path]:
     """Files ``export_case`` writes for ``case``."""
     out_dir = Path(out_dir)
     files = [out_dir / f"{case}.json"]
@@ -85,13 +87,19 @@ def output_files(out_dir: str | os.PathLike, case: str, save_seg: bool = False, 
         files.append(out_dir / f"{case}_seg.nii.gz")
     if save_boxes:
         files.append(out_dir / f"{case}_boxes.nii.gz")
+    if save_instances:
+        files.append(out_dir / f"{case}_instances.nii.gz")
     return files
 
 
 def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.PathLike,
                 class_names: Sequence[str] | None = None, save_seg: bool = False,
-                save_boxes: bool = False) -> Path:
-    """Write ``<out_dir>/<case>.json`` (and the optional NIfTI masks); returns the JSON's path."""
+                save_boxes: bool = False, metadata: dict[str, Any] | None = None,
+                save_instances: bool = False) -> Path:
+    """Write ``<out_dir>/<case>.json`` (and the optional NIfTI masks); returns the JSON's path.
+
+    ``metadata``: entries added to the JSON (e.g. ``settings``: the inference settings the run used).
+    """
     out_dir = Path(out_dir)
     case = str(props["case"])
     coords = CaseCoordinates.from_props(props)
@@ -108,7 +116,8 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
             entry["class_name"] = str(class_names[int(label)])
         entries.append(entry)
     doc = {"case": case, "shape": list(geometry.shape), "spacing": list(geometry.spacing),
-           "origin": list(geometry.origin), "direction": list(geometry.direction), "boxes": entries}
+           "origin": list(geometry.origin), "direction": list(geometry.direction), "boxes": entries,
+           **(metadata or {})}
     if props.get("source_name"):  # the original name of a converted case (e.g. a LUNA16 seriesuid)
         doc["source_name"] = str(props["source_name"])
     if save_seg:
@@ -117,6 +126,13 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
         write_image(seg_to_original(pred.seg, props), geometry, out_dir / f"{case}_seg.nii.gz")
     if save_boxes:
         write_image(box_mask(boxes, geometry.shape), geometry, out_dir / f"{case}_boxes.nii.gz")
+    if save_instances:
+        from inference.instances import instance_map
+
+        if pred.seg is None:
+            raise ValueError(f"{case}: no segmentation to cut instances from (this model has no segmentation output)")
+        write_image(instance_map(seg_to_original(pred.seg, props), boxes, labels), geometry,
+                    out_dir / f"{case}_instances.nii.gz")
     return write_json(doc, out_dir / f"{case}.json")
 
 

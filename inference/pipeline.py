@@ -21,6 +21,7 @@ from torch import nn
 from inference.export import export_case, write_run_csv
 from inference.postprocess import apply_steps, build_steps
 from inference.predictor import CasePrediction, Predictor
+from inference.raw import RawPrediction, consolidate_raw
 from retinaunet.plans import Plans
 
 __all__ = ["PredictionRun"]
@@ -31,7 +32,9 @@ class PredictionRun:
     """Predicts preprocessed cases with ``models`` and writes them to ``out_dir`` (None: keep in memory).
 
     ``predictor_options`` go to :class:`~inference.predictor.Predictor` (mirror, consolidation, batch_size,
-    keep_seg, progress ...); ``save_seg`` / ``save_boxes`` are the export's NIfTI options.
+    keep_seg, keep_raw, member_rank, progress ...); ``save_seg`` / ``save_boxes`` are the export's NIfTI
+    options. Consolidation and post-processing settings come from ``plans.inference`` (with a sweep's
+    chosen values when the plans come from :meth:`~retinaunet.model_folder.ModelFolder.tuned_plans`).
     """
 
     models: Sequence[nn.Module]
@@ -41,9 +44,11 @@ class PredictionRun:
     save_seg: bool = False
     save_boxes: bool = False
     predictor_options: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None  # added to every exported JSON
+    save_instances: bool = False  # an instance map per case from the segmentation output
 
     def __post_init__(self) -> None:
-        options = {"keep_seg": self.save_seg, **self.predictor_options}
+        options = {"keep_seg": self.save_seg or self.save_instances, **self.predictor_options}
         self.predictor = Predictor(self.models, self.plans, device=self.device, **options)
         self.steps = build_steps(self.plans)
         self.written: list[Path] = []
@@ -54,10 +59,19 @@ class PredictionRun:
             raise ValueError(f"{props.get('case')}: data shape {tuple(data.shape[1:])} differs from its json's "
                              f"{tuple(props['shape'])}; preprocess the case again")
         pred = self.predictor.predict_case(np.asarray(data), name=str(props.get("case", "case")))
+        return self.complete(pred, props)
+
+    def replay(self, raw: RawPrediction, props: dict[str, Any]) -> CasePrediction:
+        """A case from its kept raw prediction (no network pass): consolidated with these plans' settings,
+        post-processed and exported like :meth:`case`."""
+        return self.complete(CasePrediction(*consolidate_raw(raw, self.plans.inference), raw=raw), props)
+
+    def complete(self, pred: CasePrediction, props: dict[str, Any]) -> CasePrediction:
+        """The post-processing steps on a consolidated prediction, and its export when writing."""
         pred = apply_steps(pred, self.steps, self.plans)
         if self.out_dir is not None:
             self.written.append(export_case(pred, props, self.out_dir, self.plans.class_names, self.save_seg,
-                                            self.save_boxes))
+                                            self.save_boxes, self.metadata, self.save_instances))
         return pred
 
     def finish(self) -> list[Path]:

@@ -19,7 +19,10 @@ import numpy as np
 from inference.predictor import CasePrediction
 from retinaunet.plans import Plans, PlansError
 
-__all__ = ["STEPS", "register_step", "build_steps", "apply_steps"]
+__all__ = ["STEPS", "STANDARD_STEPS", "register_step", "build_steps", "apply_steps"]
+
+# the steps a sweep tunes, in their order
+STANDARD_STEPS = ["min_size", "min_score", "max_detections"]
 
 Step = Callable[[CasePrediction, Plans], CasePrediction]
 STEPS: dict[str, Step] = {}
@@ -37,6 +40,15 @@ def register_step(name: str) -> Callable[[Step], Step]:
 
 def _keep(pred: CasePrediction, keep: np.ndarray) -> CasePrediction:
     return replace(pred, boxes=pred.boxes[keep], scores=pred.scores[keep], labels=pred.labels[keep])
+
+
+@register_step("min_size")
+def min_size(pred: CasePrediction, plans: Plans) -> CasePrediction:
+    """Drop boxes smaller than ``inference.min_size`` voxels (pixels in 2D) at the target spacing."""
+    boxes = np.asarray(pred.boxes, dtype=np.float64)
+    dim = boxes.shape[1] // 2
+    volume = np.prod(np.clip(boxes[:, dim:] - boxes[:, :dim], 0, None), axis=1)
+    return _keep(pred, np.flatnonzero(volume >= plans.inference.min_size))
 
 
 @register_step("min_score")

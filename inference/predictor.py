@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from inference.merge import merge_2d_to_3d
+from inference.raw import RawPrediction, consolidate_raw
 from inference.tiling import TileGrid, extract_tile, tile_slices
-from inference.wbc import consolidate, patch_center_factor
+from inference.wbc import patch_center_factor
 from retinaunet.plans import Plans
 from retinaunet.store import context_slice
 
@@ -45,6 +45,7 @@ class CasePrediction:
     scores: np.ndarray
     labels: np.ndarray
     seg: np.ndarray | None = None
+    raw: RawPrediction | None = None  # every view's boxes before consolidation, when asked for
 
     @classmethod
     def empty(cls, dim: int) -> CasePrediction:
@@ -72,24 +73,6 @@ def flip_boxes(boxes: Tensor, axes: Sequence[int], size: Sequence[int]) -> Tenso
     return out
 
 
-@dataclass
-class _RawViews:
-    """Unconsolidated boxes of one image (case or slice), in its data coordinates."""
-
-    boxes: list[np.ndarray] = field(default_factory=list)
-    scores: list[np.ndarray] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)
-    views: list[np.ndarray] = field(default_factory=list)
-    starts: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, boxes, scores, labels, views, start) -> None:
-        self.boxes.append(boxes)
-        self.scores.append(scores)
-        self.labels.append(labels)
-        self.views.append(views)
-        self.starts.append(np.broadcast_to(np.asarray(start, dtype=np.float64), (len(boxes), len(start))))
-
-
 class Predictor:
     """Predicts whole preprocessed cases with an ensemble of detectors.
 
@@ -98,8 +81,12 @@ class Predictor:
             ensembled with equal weight.
         plans: the plans the models were trained with (patch_size, mode, context_slices, inference).
         device: where the networks run; accumulation happens on the CPU.
-        mirror: test-time mirroring over all flips of ``mirror_axes`` (default plans.inference).
-        consolidation: "wbc" (weighted box clustering, the paper's) or "nms" (for comparison).
+        mirror: test-time mirroring over all flips of ``mirror_axes`` (default ``inference.mirror``).
+        consolidation: "wbc" (weighted box clustering, the paper's) or "nms" (default
+            ``inference.consolidation``, with its IoU).
+        member_rank: each model's rank among its fold's kept checkpoints (0 the best; default all 0),
+            recorded in raw predictions so that a sweep can drop checkpoints.
+        keep_raw: also return every view's boxes before consolidation (``CasePrediction.raw``).
         batch_size: tiles per forward pass (default plans.batch_size).
         tile_overlap: fraction of the patch that neighbouring tiles share (default plans.inference).
         keep_seg: also return the segmentation argmax (costs one float array of (classes+1) x case size,
@@ -109,23 +96,34 @@ class Predictor:
     """
 
     def __init__(self, models: Sequence[nn.Module], plans: Plans | dict, device: str | torch.device = "cpu",
-                 mirror: bool = True, consolidation: str = "wbc", *, mirror_axes: Sequence[int] | None = None,
-                 batch_size: int | None = None, tile_overlap: float | None = None, keep_seg: bool = False,
-                 seg_dtype: str = "float32", progress: bool = False) -> None:
+                 mirror: bool | None = None, consolidation: str | None = None, *,
+                 mirror_axes: Sequence[int] | None = None, batch_size: int | None = None,
+                 tile_overlap: float | None = None, keep_seg: bool = False, seg_dtype: str = "float32",
+                 progress: bool = False, member_rank: Sequence[int] | None = None, keep_raw: bool = False) -> None:
         if not models:
             raise ValueError("Predictor needs at least one model")
-        if consolidation not in ("wbc", "nms"):
-            raise ValueError(f"consolidation must be 'wbc' or 'nms', got {consolidation!r}")
-        self.plans = plans if isinstance(plans, Plans) else Plans.from_dict(plans)
+        self.plans = (plans if isinstance(plans, Plans) else Plans.from_dict(plans)).copy()
+        if consolidation is not None:
+            if consolidation not in ("wbc", "nms"):
+                raise ValueError(f"consolidation must be 'wbc' or 'nms', got {consolidation!r}")
+            self.plans.inference.consolidation = consolidation
+        if mirror is not None:
+            self.plans.inference.mirror = bool(mirror)
+        self.plans.inference.checkpoints = None  # the caller chose the models
         self.device = torch.device(device)
         self.models = [m.to(self.device).eval() for m in models]
         inference = self.plans.inference
         axes = inference.mirror_axes if mirror_axes is None else mirror_axes
         if any(not 0 <= int(a) < self.plans.dim for a in axes):
             raise ValueError(f"mirror axes {list(axes)} must be spatial axes 0..{self.plans.dim - 1}")
-        self.views = mirror_views(axes) if mirror else [()]
-        self.consolidation = consolidation
-        self.iou_threshold = inference.wbc_iou if consolidation == "wbc" else inference.nms_iou
+        self.views = mirror_views(axes) if inference.mirror else [()]
+        self.consolidation = inference.consolidation
+        self.iou_threshold = inference.consolidation_iou
+        self.member_rank = np.zeros(len(self.models), dtype=np.int64) if member_rank is None else np.asarray(
+            member_rank, dtype=np.int64)
+        if len(self.member_rank) != len(self.models):
+            raise ValueError(f"member_rank has {len(self.member_rank)} entries for {len(self.models)} models")
+        self.keep_raw = keep_raw
         self.batch_size = int(batch_size or self.plans.batch_size)
         self.tile_overlap = float(inference.tile_overlap if tile_overlap is None else tile_overlap)
         self.keep_seg = keep_seg
@@ -149,8 +147,10 @@ class Predictor:
         acc = (np.zeros((self.plans.num_classes + 1, *data.shape[1:]), dtype=self.seg_dtype)
                if self.keep_seg else None)
         jobs = [(item, t) for item in items for t in range(len(starts))]
-        per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
-        raw = _RawViews()
+        per_item: list[RawPrediction] = []
+        kept: list[RawPrediction] = []
+        result: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        views: list[tuple] = []
         cache: tuple[int | None, np.ndarray] | None = None
         buffer = np.zeros((self.batch_size, self.plans.in_channels, *self.patch_size), dtype=np.float32)
         bar = tqdm(total=len(jobs), desc=name or "tiles", unit="tile", disable=not self.progress, leave=False)
@@ -162,29 +162,32 @@ class Predictor:
                 extract_tile(cache[1], starts[t], self.patch_size, out=buffer[b])
             dets, seg = self._forward(torch.from_numpy(buffer[: len(batch)]).to(self.device))
             for b, (item, t) in enumerate(batch):
-                boxes, scores, labels, views = dets[b]
-                boxes = boxes + np.concatenate([starts[t], starts[t]])
-                boxes = np.clip(boxes, 0, np.concatenate([item_shape, item_shape]))
-                raw.add(boxes, scores, labels, views * len(starts) + t, starts[t])
+                boxes, scores, labels, view = dets[b]
+                shift = np.concatenate([starts[t], starts[t]])
+                boxes = np.clip(boxes + shift, 0, np.concatenate([item_shape, item_shape]))
+                pcf = patch_center_factor(boxes - shift, self.patch_size) if len(starts) > 1 else np.ones(len(boxes))
+                views.append((boxes, scores, labels, view, t, pcf))
                 if acc is not None and seg is not None:
                     src, dst = tile_slices(starts[t], self.patch_size, item_shape)
                     lead = (slice(None),) if item is None else (slice(None), item)
                     acc[(*lead, *src)] += seg[b][(slice(None), *dst)].astype(self.seg_dtype, copy=False)
-                if t == len(starts) - 1:  # last tile of this image: consolidate it and free its boxes
-                    boxes, scores, labels = self._consolidate(raw, grid)
-                    if slicewise:
-                        per_slice.append((boxes, scores, labels, int(item)))
-                    else:
-                        result = (boxes, scores, labels)
-                    raw = _RawViews()
+                if t == len(starts) - 1:  # last tile of this image: gather its views, free the lists
+                    per_item.append(self._gather(views, grid, -1 if item is None else int(item)))
+                    views = []
+                    if not slicewise:
+                        result = consolidate_raw(self._as_case(per_item, False), self.plans.inference)
+                    if self.keep_raw:
+                        kept.append(per_item[-1])
+                    per_item = per_item if slicewise else []
             bar.update(len(batch))
         bar.close()
         if slicewise:
-            result = self._merge_slices(per_slice)
+            result = consolidate_raw(self._as_case(per_item, True), self.plans.inference)
         boxes, scores, labels = result
         return CasePrediction(np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * (data.ndim - 1)),
                               np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64),
-                              None if acc is None else _argmax(acc))
+                              None if acc is None else _argmax(acc),
+                              self._as_case(kept, slicewise) if self.keep_raw else None)
 
     # -- steps ------------------------------------------------------------------------------------------
     def _check_input(self, data: np.ndarray) -> bool:
@@ -238,32 +241,28 @@ class Predictor:
         seg_mean = None if seg_sum is None else seg_sum.div_(self.num_views).cpu().numpy()
         return out, seg_mean
 
-    def _consolidate(self, raw: _RawViews, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """WBC or NMS over all views of one image, per class."""
+    def _gather(self, views: list[tuple], grid: TileGrid, item: int) -> RawPrediction:
+        """The boxes of every view and tile of one image as a raw prediction (with coverage)."""
         dim = grid.dim
-        if not raw.boxes or sum(len(b) for b in raw.boxes) == 0:
-            return np.zeros((0, 2 * dim)), np.zeros(0), np.zeros(0, dtype=np.int64)
-        boxes = np.concatenate(raw.boxes).astype(np.float64)
-        starts = np.concatenate(raw.starts)
-        if len(grid) == 1:
-            pcf = np.ones(len(boxes))
+        if not views:
+            boxes = np.zeros((0, 2 * dim))
         else:
-            pcf = patch_center_factor(boxes - np.concatenate([starts, starts], axis=1), self.patch_size)
-        expected = self.num_views * grid.mean_coverage(boxes)
-        return consolidate(boxes, np.concatenate(raw.scores), np.concatenate(raw.labels),
-                           np.concatenate(raw.views), pcf, expected, method=self.consolidation,
-                           iou_threshold=self.iou_threshold)
+            boxes = np.concatenate([v[0] for v in views]).astype(np.float64).reshape(-1, 2 * dim)
+        n_mirrors = len(self.views)
+        view = np.concatenate([v[3] for v in views]) if views else np.zeros(0, dtype=np.int64)
+        return RawPrediction(
+            boxes=boxes, scores=np.concatenate([v[1] for v in views]).astype(np.float64) if views else np.zeros(0),
+            labels=np.concatenate([v[2] for v in views]).astype(np.int64) if views else np.zeros(0, np.int64),
+            member=(view // n_mirrors).astype(np.int16), mirror=(view % n_mirrors).astype(np.int16),
+            tile=np.concatenate([np.full(len(v[0]), v[4], np.int32) for v in views]) if views else np.zeros(
+                0, np.int32),
+            item=np.full(len(boxes), item, dtype=np.int32),
+            pcf=np.concatenate([v[5] for v in views]).astype(np.float64) if views else np.zeros(0),
+            coverage=grid.mean_coverage(boxes), member_rank=self.member_rank, num_mirrors=n_mirrors)
 
-    def _merge_slices(self, per_slice: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """2D boxes of all slices -> 3D boxes (inference.merge)."""
-        boxes = [b for b, *_ in per_slice]
-        if sum(len(b) for b in boxes) == 0:
-            return np.zeros((0, 6)), np.zeros(0), np.zeros(0, dtype=np.int64)
-        z = np.concatenate([np.full(len(b), s, dtype=np.int64) for b, _, _, s in per_slice])
-        return merge_2d_to_3d(np.concatenate(boxes), np.concatenate([s for _, s, _, _ in per_slice]),
-                              np.concatenate([lb for _, _, lb, _ in per_slice]), z,
-                              iou_threshold=self.plans.inference.merge_iou)
+    def _as_case(self, parts: list[RawPrediction], slicewise: bool) -> RawPrediction:
+        dim = self.plans.dim
+        return RawPrediction.concat(parts, dim, self.member_rank, len(self.views), slicewise)
 
 
 def _argmax(acc: np.ndarray, chunk: int = 16) -> np.ndarray:

@@ -16,9 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "reason) and print a summary. A rerun with nothing changed rewrites nothing.")
     p.add_argument("-t", "--task", default=default_task(),
                    help="task number (1, 001) or full name (Task001_Name); default $RUD_TASK")
-    p.add_argument("--mode", choices=["2d", "2dc", "3d"], default=None,
-                   help="network mode: 2d slices, 2dc (slices with +-3 neighbours as channels) or 3d; "
-                        "default: chosen from the data's dimension and anisotropy")
+    p.add_argument("--mode", choices=["2d", "2dc", "3d", "3dlr", "all"], default=None,
+                   help="network mode: 2d slices, 2dc (slices with +-3 neighbours as channels), 3d, or 3dlr (3d at "
+                        "half resolution, for large objects); added to plans.json beside the plans already there. "
+                        "'all': every configuration that fits the data. Default: the planner's choice from the "
+                        "data's dimension and anisotropy, made the default configuration")
     p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
                    help="plan for a GPU with this much memory (GB); default: the CUDA device present, or a CPU "
                         "budget (small network, a training step of about a second) without one")
@@ -37,11 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def plan() -> None:
-        from planning.pipeline import plan_task, summary_table
+        from planning.pipeline import plan_task, proposals, summary_table
 
-        plans, _ = plan_task(args.task, mode=args.mode, gpu_memory=args.gpu_memory, overrides=args.override,
-                             workers=min(2, fair_threads()) if args.workers is None else args.workers,
-                             force=args.force)
+        mode = None if args.mode == "all" else args.mode
+        workers = min(2, fair_threads()) if args.workers is None else args.workers
+        plans, _ = plan_task(args.task, mode=mode, gpu_memory=args.gpu_memory, overrides=args.override,
+                             workers=workers, force=args.force)
+        proposed = proposals(args.task, plans)
+        if args.mode == "all":
+            for name, _ in proposed:
+                if name != plans.plan_name:
+                    plan_task(args.task, mode=name, gpu_memory=args.gpu_memory, overrides=args.override,
+                              workers=workers, validate=False)
         print(summary_table(plans))
+        print("\nconfigurations that fit this data (" + ("all planned" if args.mode == "all" else
+                                                         "add one with rud_plan --mode NAME") + "):")
+        for name, why in proposed:
+            print(f"  {name:<5} {why}")
 
     return run_command("rud_plan", plan)

@@ -14,9 +14,9 @@ from planning.planner import plan_from_fingerprint
 from retinaunet.convert.writer import has_true_outlines
 from retinaunet.dataset import check_dataset
 from retinaunet.layout import TaskPaths
-from retinaunet.plans import Plans, apply_overrides, save_plans
+from retinaunet.plans import Plans, apply_overrides, save_task_plans
 
-__all__ = ["plan_task", "summary_table"]
+__all__ = ["plan_task", "summary_table", "proposals"]
 
 
 def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory: float | None = None,
@@ -24,6 +24,8 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
               budget: Budget | None = None, validate: bool = True) -> tuple[Plans, bool]:
     """Plan a task and write its ``fingerprint.json`` and ``plans.json``.
 
+    ``plans.json`` holds one configuration per plan name: ``mode`` None plans the planner's own choice and
+    makes it the default; a named mode (2d, 2dc, 3d, 3dlr) adds that configuration beside the others.
     Returns (plans, written): ``written`` is False when ``plans.json`` already held exactly these plans
     (an unchanged rerun rewrites nothing). Raises `DatasetError` listing every problem of a bad dataset.
     """
@@ -46,9 +48,18 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
             section = key.split(".")[0]
             if section != key and section in plans.reasons:  # the section's reason no longer tells the whole
                 plans.reasons[section] = f"{key} set by --override; planned: {plans.reasons[section]}"
-    written = save_plans(plans, paths.plans)
-    logger.info(f"{'wrote' if written else 'unchanged:'} {paths.plans}")
+    written = save_task_plans(plans, paths.plans, default=True if mode is None else None)
+    logger.info(f"{'wrote' if written else 'unchanged:'} {paths.plans} [{plans.plan_name}]")
     return plans, written
+
+
+def proposals(task: str | int | os.PathLike, plans: Plans) -> list[tuple[str, str]]:
+    """The configurations that fit the task's data (see :func:`planning.planner.propose_plans`)."""
+    from planning.planner import propose_plans
+
+    paths = TaskPaths(Path(task)) if Path(str(task)).is_dir() else TaskPaths.from_task(task)
+    fp, _ = load_or_compute_fingerprint(paths.root, workers=0)
+    return propose_plans(fp, plans)
 
 
 def _fmt(value: object) -> str:

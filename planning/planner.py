@@ -42,7 +42,7 @@ from retinaunet.plans import (
     cumulative_stride,
 )
 
-__all__ = ["plan_from_fingerprint", "choose_target_spacing", "choose_mode", "plan_normalization",
+__all__ = ["plan_from_fingerprint", "propose_plans", "choose_target_spacing", "choose_mode", "plan_normalization",
            "object_sizes", "STRONG_ANISOTROPY", "CONTEXT_SLICES"]
 
 ANISOTROPY = 3.0
@@ -84,6 +84,28 @@ def choose_target_spacing(spacings: np.ndarray) -> tuple[list[float], str]:
                    f"{ANISOTROPY:g}x {target.min():.3g}), so its 10th percentile {low:.3g} (not finer than "
                    "the other axes) to keep resolution")
     return [round(float(t), 6) for t in target], reason
+
+
+def propose_plans(fp: Mapping[str, Any], plans: Plans) -> list[tuple[str, str]]:
+    """The configurations that fit the data, each with its reason; ``plans`` is the planner's own choice.
+
+    2D images: ``2d``. 3D images: ``3d`` and ``2dc`` (the paper finds them trading places by task), ``2d``,
+    and ``3dlr`` where the 3d patch cannot hold the largest objects with context (objects large relative to
+    the images).
+    """
+    if int(fp["dim"]) == 2:
+        return [("2d", "the images are 2D")]
+    out = [("3d", "volumetric network"), ("2dc", f"slices with +-{CONTEXT_SLICES} neighbours as channels"),
+           ("2d", "single slices, merged into 3D boxes")]
+    if plans.dim == 3:
+        sizes = object_sizes(fp, plans.target_spacing, [0, 1, 2])
+        if len(sizes):
+            large = np.percentile(sizes, 95, axis=0)
+            if any(p < PATCH_CONTEXT * s for p, s in zip(plans.patch_size, large)):
+                out.append(("3dlr", f"the 3d patch {plans.patch_size} holds less than {PATCH_CONTEXT:g}x the "
+                                    f"95th-percentile object {np.round(large, 1).tolist()}: half resolution"))
+    chosen = plans.plan_name
+    return sorted(out, key=lambda item: item[0] != chosen)
 
 
 def choose_mode(data_dim: int, target_spacing: Sequence[float], requested: str | None = None) -> tuple[str, str]:
@@ -180,12 +202,24 @@ def _inference_patch(budget: Budget, patch: Sequence[int], median: Sequence[int]
 
 def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget: Budget | None = None,
                           gpu_memory: float | None = None) -> Plans:
-    """Plans for a fingerprint (see the module docstring); ``budget`` overrides ``gpu_memory``/autodetection."""
+    """Plans for a fingerprint (see the module docstring); ``budget`` overrides ``gpu_memory``/autodetection.
+
+    ``mode`` "3dlr": a 3d plan at twice the target spacing (half the resolution), named ``3dlr``, for objects
+    too large for the 3d plan's patch to hold with context.
+    """
     reasons: dict[str, str] = {}
     data_dim = int(fp["dim"])
     num_mod = len(fp["modalities"])
     ts, reasons["target_spacing"] = choose_target_spacing(np.asarray([c["spacing"] for c in fp["cases"]]))
+    plan_name = mode
+    if mode == "3dlr":
+        if data_dim != 3:
+            raise ValueError("mode 3dlr needs 3D images; this dataset is 2D (use --mode 2d)")
+        ts = [round(2 * float(t), 6) for t in ts]
+        reasons["target_spacing"] = f"3dlr: twice the 3d plan's spacing; 3d: {reasons['target_spacing']}"
+        mode = "3d"
     mode, reasons["mode"] = choose_mode(data_dim, ts, mode)
+    plan_name = plan_name if plan_name == "3dlr" else mode
     dim = 3 if mode == "3d" else 2
     axes = list(range(data_dim))[-dim:]
     context = CONTEXT_SLICES if mode == "2dc" else 0
@@ -241,7 +275,7 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "
                             f"{default_det} boxes per image (2x the most objects in a case), mirroring all axes")
     plans = Plans(
-        task=fp["task"], plan_name=mode, mode=mode, data_dim=data_dim, dim=dim,
+        task=fp["task"], plan_name=plan_name, mode=mode, data_dim=data_dim, dim=dim,
         modalities=dict(fp["modalities"]), num_classes=int(fp["num_classes"]),
         class_names=list(fp["class_names"]), target_spacing=list(ts), context_slices=context,
         in_channels=in_channels, patch_size=pp.patch_size, batch_size=pp.batch_size,

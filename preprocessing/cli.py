@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1",
                    help="i/n: preprocess every n-th case (sorted names) starting at i, so n machines sharing the "
                         "task folder split a large cohort (run i = 0..n-1 once each)")
+    p.add_argument("--plan", default=None,
+                   help="configuration of plans.json to preprocess for: 2d, 2dc, 3d, 3dlr (default: its default)")
     return p
 
 
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         from retinaunet.shard import parse_shard
 
         workers = min(2, fair_threads()) if args.workers is None else args.workers
-        report = preprocess_task(args.task, workers=workers, force=args.force, shard=parse_shard(args.shard))
+        report = preprocess_task(args.task, workers=workers, force=args.force, plan=args.plan,
+                                 shard=parse_shard(args.shard))
         if report.failed:
             print(f"rud_preprocess: {len(report.failed)} case(s) failed: "
                   + "; ".join(f"{k} ({v})" for k, v in sorted(report.failed.items())), file=sys.stderr)

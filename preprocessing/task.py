@@ -70,15 +70,17 @@ def preprocess_one(item: tuple[Case, Plans, str, str]) -> dict[str, Any]:
 
 
 def preprocess_task(task: str | int | os.PathLike, workers: int = 2, force: bool = False,
-                    plans: Plans | None = None, shard: tuple[int, int] = (0, 1)) -> PreprocessReport:
-    """Preprocess every training case of a task with its ``plans.json`` (or ``plans``).
+                    plans: Plans | None = None, plan: str | None = None,
+                    shard: tuple[int, int] = (0, 1)) -> PreprocessReport:
+    """Preprocess every training case of a task with its ``plans.json`` configuration ``plan`` (default: the
+    file's default), or with ``plans``; with ``shard`` (i, n) only every n-th case from the i-th.
 
     Up-to-date cases are skipped unless ``force``. A failing case is logged and recorded in the
     report; the others go on. ``shard=(i, n)`` does only every n-th case (sorted names) from i, so n
     machines sharing the task folder preprocess it together.
     """
     paths = TaskPaths(Path(task)) if Path(str(task)).is_dir() else TaskPaths.from_task(task)
-    plans = plans if plans is not None else load_plans(paths.plans)
+    plans = plans if plans is not None else load_plans(paths.plans, plan)
     out_dir = paths.preprocessed(plans.plan_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PreprocessReport(out_dir)

@@ -8,8 +8,15 @@ models/<model>_<plan>/
     checkpoints/epoch_<E>.pt      the kept best epochs, listed best first in best_epochs.json
     best_epochs.json              {"epochs": [{"epoch", "val_ap", "file"}, ...]}
     train.log, curves.png
+    val_raw/<case>.npz            every view's boxes of the val cases before consolidation (for rud_sweep)
+    sweep.json, sweep_table.csv   the settings chosen on them, and every setting tried
     test_predictions/, test_evaluation/
+  sweep.json                      settings chosen on the pooled folds (rud_sweep --folds ..., rud_consolidate)
 ```
+
+The inference settings a prediction uses are the plans' ``inference`` section with the chosen values of a
+sweep on top (:meth:`ModelFolder.tuned_plans`): the folder's pooled ``sweep.json`` when it covers the
+folds predicted with, else the one fold's.
 
 A checkpoint is ``{"model": name, "plans": plans.json's object, "state_dict": ..., "epoch": E, ...}``,
 written atomically and read with ``weights_only=True``; it rebuilds its own network. The ``inference``
@@ -41,6 +48,7 @@ __all__ = ["ModelFolder", "FoldFolder", "ModelFolderError", "save_checkpoint", "
 PLANS_FILE = "plans.json"
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_LIST = "best_epochs.json"
+SWEEP_FILE = "sweep.json"
 FOLD_PATTERN = re.compile(r"^fold(\d+)$")
 
 
@@ -138,6 +146,14 @@ class FoldFolder:
         return self.path / "test_predictions"
 
     @property
+    def val_raw(self) -> Path:
+        return self.path / "val_raw"
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.path / SWEEP_FILE
+
+    @property
     def test_evaluation(self) -> Path:
         return self.path / "test_evaluation"
 
@@ -225,9 +241,46 @@ class ModelFolder:
         if names.is_file():
             shutil.copyfile(names, self.path / CASE_NAMES)
 
-    def load_models(self, folds: Sequence[int] | None = None, device: str | torch.device = "cpu"
-                    ) -> tuple[list[nn.Module], Plans]:
-        """All kept checkpoints of the chosen ``folds`` (default: every trained fold) and the folder's plans."""
+    @property
+    def sweep_file(self) -> Path:
+        return self.path / SWEEP_FILE
+
+    def tuned_plans(self, folds: Sequence[int] | None = None) -> tuple[Plans, Path | None]:
+        """The folder's plans with the values a sweep chose for ``folds`` (default: every trained fold) on top
+        of their ``inference`` section, and the sweep file they came from (None: the planned values)."""
+        plans = self.load_plans()
+        folds = sorted(self.available_folds() if folds is None else folds)
+        source = None
+        if self.sweep_file.exists() and sorted(read_json(self.sweep_file).get("folds", [])) == folds:
+            source = self.sweep_file
+        elif len(folds) == 1 and self.fold(folds[0]).sweep_file.exists():
+            source = self.fold(folds[0]).sweep_file
+        elif len(folds) > 1 and any(self.fold(f).sweep_file.exists() for f in folds):
+            logger.warning(f"{self.path}: folds {folds} were swept one by one but not together; using the planned "
+                           "inference settings (run rud_consolidate to choose values for their ensemble)")
+        if source is not None:
+            for key, value in read_json(source)["chosen"].items():
+                plans.override(f"inference.{key}", value, source=str(source))
+        return plans, source
+
+    def ensemble_files(self, folds: Sequence[int], checkpoints: int | None = None) -> tuple[list[Path], list[int]]:
+        """Checkpoint files of ``folds`` (the first ``checkpoints`` of each, best first; None: all) and each
+        one's rank within its fold."""
+        files, ranks = [], []
+        for fold in folds:
+            found = self.fold(fold).checkpoint_files()[:checkpoints]
+            files += found
+            ranks += list(range(len(found)))
+        return files, ranks
+
+    def load_models(self, folds: Sequence[int] | None = None, device: str | torch.device = "cpu",
+                    plans: Plans | None = None, with_ranks: bool = False) -> tuple:
+        """The kept checkpoints of the chosen ``folds`` (default: every trained fold) and the plans.
+
+        ``plans``: the plans to predict with (default: the folder's); their ``inference.checkpoints`` limits the
+        checkpoints per fold and their ``inference`` section replaces the checkpoints'. ``with_ranks``: also
+        return each model's rank within its fold (for raw predictions).
+        """
         trained = self.available_folds()
         if folds is None:
             folds = trained
@@ -238,12 +291,14 @@ class ModelFolder:
         if missing:
             raise ModelFolderError(f"{self.path}: fold(s) {missing} not trained (trained: {trained or 'none'}); "
                                    "train them or choose --folds among the trained ones")
-        files = [f for fold in folds for f in self.fold(fold).checkpoint_files()]
-        if self.plans_file.exists():
+        files, ranks = self.ensemble_files(folds, None if plans is None else plans.inference.checkpoints)
+        if plans is not None:
+            pass
+        elif self.plans_file.exists():
             plans = load_plans(self.plans_file)
         else:
             plans = Plans.from_dict(load_checkpoint(files[0])["plans"], source=str(files[0]))
             logger.warning(f"{self.plans_file} missing: using the plans stored in {files[0]}")
         models = [model_from_checkpoint(f, device, plans) for f in files]
         logger.info(f"loaded {len(models)} checkpoint(s) of fold(s) {list(folds)} from {self.path}")
-        return models, plans
+        return (models, plans, ranks) if with_ranks else (models, plans)

@@ -30,7 +30,8 @@ from retinaunet.io import ReadError, read_json, write_json
 from retinaunet.layout import LayoutError, check_name
 
 __all__ = ["Plans", "PlansError", "NetworkPlan", "AnchorsPlan", "MatchingPlan", "TrainingPlan", "InferencePlan",
-           "load_plans", "save_plans", "apply_overrides", "parse_value", "cumulative_stride", "make_test_plans"]
+           "load_plans", "save_plans", "save_task_plans", "plan_names", "apply_overrides", "parse_value",
+           "cumulative_stride", "make_test_plans"]
 
 # keys older planners wrote that nothing reads any more: dropped on load with a warning
 RETIRED_KEYS = frozenset({"training.optimizer"})
@@ -255,19 +256,42 @@ class TrainingPlan:
 
 @dataclass
 class InferencePlan:
-    """Prediction settings; entries that are null in the file are filled in for the plans' dims."""
+    """Prediction settings, in the order they act; entries that are null in the file are filled in for the dims.
+
+    Decoding (inside the network's prediction of one view of a tile; fixed when validation predictions are
+    kept raw for a sweep): ``pre_nms_top_k``, ``decode_min_score``, ``nms_iou`` (NMS of one view's boxes)
+    and ``decode_max_detections``.
+    Consolidation of the views of a case: ``checkpoints`` (best epochs per fold in the ensemble), ``mirror``
+    over ``mirror_axes``, ``consolidation`` ("wbc" with ``wbc_iou``, or "nms" with
+    ``consolidation_nms_iou``), and ``merge_iou`` for 2D -> 3D merging.
+    After consolidation, the steps named in ``postprocess`` in order (``min_size``, ``min_score``,
+    ``max_detections`` per case). ``rud_sweep`` chooses the consolidation and post-processing values on
+    validation predictions; the model folder applies them on top of this section.
+    """
 
     pre_nms_top_k: int | None = _positive(default=None)  # null: 10000 in 2D, 50000 in 3D (paper)
-    nms_iou: float = _fraction(default=0.1)
-    max_detections: int | None = _positive(default=None)  # per image; null: 10 in 2D, 30 in 3D
-    min_score: float = _fraction(default=0.1)
+    nms_iou: float = _fraction(default=0.1)  # per view, in decoding
+    decode_min_score: float = _fraction(default=0.05)  # candidates of a view's decoding
+    decode_max_detections: int | None = _positive(default=None)  # per view and tile; null: max_detections
+    max_detections: int | None = _positive(default=None)  # per case (step max_detections); null: 10 in 2D, 30 in 3D
+    min_score: float = _fraction(default=0.1)  # step min_score, on consolidated boxes
+    min_size: float = _non_negative(default=0.0)  # step min_size: voxels (pixels in 2D) at the target spacing
     tile_overlap: float = _fraction(default=0.5)
+    mirror: bool = True  # test-time mirroring
     mirror_axes: list[int] | None = _non_negative(default=None)  # null: every axis
+    checkpoints: int | None = _positive(default=None)  # best epochs per fold in the ensemble; null: all kept
+    consolidation: str = _choice("wbc", "nms", default="wbc")
     wbc_iou: float = _fraction(default=1e-5)
+    consolidation_nms_iou: float = _fraction(default=0.1)
     patch_size: list[int] | None = _positive(default=None)  # null: the training patch
     merge_iou: float = _fraction(default=0.1)  # 2D -> 3D merging of slice boxes
     max_components: int | None = _positive(default=None)  # DetU-Net's largest components; null: 5 in 2D, 15 in 3D
     postprocess: list[str] = field(default_factory=list)  # ordered steps of inference.postprocess, after consolidation
+
+    @property
+    def consolidation_iou(self) -> float:
+        """The IoU of the chosen consolidation: ``wbc_iou`` or ``consolidation_nms_iou``."""
+        return self.wbc_iou if self.consolidation == "wbc" else self.consolidation_nms_iou
 
 
 def _dim_defaults(dim: int) -> dict[str, Any]:
@@ -293,7 +317,7 @@ def cumulative_stride(strides: Sequence[Sequence[int]]) -> list[int]:
 class Plans:
     """Everything the planner chose, typed. Build with :meth:`from_dict` / :func:`load_plans` (validated)."""
 
-    mode: str = _choice("2d", "2dc", "3d")
+    mode: str = _choice("2d", "2dc", "3d")  # the network's mode; a 3dlr plan is a 3d mode at coarser spacing
     dim: int = _choice(2, 3)  # spatial dims of the network (2 for 2d and 2dc)
     patch_size: list[int] = _positive()
     batch_size: int = _positive()
@@ -325,6 +349,8 @@ class Plans:
             for key, value in _dim_defaults(self.dim).items():
                 if getattr(self.inference, key) is None:
                     setattr(self.inference, key, value)
+            if self.inference.decode_max_detections is None:
+                self.inference.decode_max_detections = self.inference.max_detections
 
     @property
     def num_modalities(self) -> int:
@@ -416,8 +442,13 @@ def apply_overrides(plans: Plans, overrides: Sequence[str]) -> Plans:
     return plans
 
 
-def load_plans(path: str | os.PathLike) -> Plans:
-    """Read and validate ``plans.json``; errors name the file and the key."""
+def load_plans(path: str | os.PathLike, plan: str | None = None) -> Plans:
+    """Read and validate one configuration of ``plans.json``; errors name the file and the key.
+
+    A task's file holds several configurations (``{"default": "3d", "configurations": {"3d": {...},
+    "2d": {...}}}``); ``plan`` chooses one (default: the file's default). A file of a single plan (older
+    task files, model folders' copies) loads as that plan.
+    """
     path = Path(path)
     if not path.exists():
         raise PlansError(f"{path} not found: run rud_plan for this task first")
@@ -425,7 +456,30 @@ def load_plans(path: str | os.PathLike) -> Plans:
         data = read_json(path)
     except ReadError as err:
         raise PlansError(str(err)) from None
-    return Plans.from_dict(data, source=path.name)
+    if isinstance(data, Mapping) and "configurations" in data:
+        configs = data["configurations"]
+        name = plan or data.get("default") or next(iter(configs), None)
+        if name not in configs:
+            raise PlansError(f"{path.name}: no plan '{name}' (has {', '.join(configs) or 'none'}); add it with "
+                             f"rud_plan --mode {name}")
+        return Plans.from_dict(configs[name], source=f"{path.name} [{name}]")
+    plans = Plans.from_dict(data, source=path.name)
+    if plan is not None and plan != plans.plan_name:
+        raise PlansError(f"{path.name} holds only plan '{plans.plan_name}'; add '{plan}' with rud_plan --mode {plan}")
+    return plans
+
+
+def plan_names(path: str | os.PathLike) -> tuple[list[str], str | None]:
+    """The configurations of a plans file and its default (a single-plan file: its one plan)."""
+    path = Path(path)
+    if not path.exists():
+        return [], None
+    data = read_json(path)
+    if isinstance(data, Mapping) and "configurations" in data:
+        names = list(data["configurations"])
+        return names, data.get("default") or (names[0] if names else None)
+    name = str(data.get("plan_name") or data.get("mode"))
+    return [name], name
 
 
 def save_plans(plans: Plans, path: str | os.PathLike) -> bool:
@@ -439,6 +493,35 @@ def save_plans(plans: Plans, path: str | os.PathLike) -> bool:
         except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
             pass
     write_json(data, path)
+    return True
+
+
+def save_task_plans(plans: Plans, path: str | os.PathLike, default: bool | None = None) -> bool:
+    """Add (or replace) ``plans`` as one configuration of a task's ``plans.json``, keeping the others.
+
+    ``default``: make it the file's default (None: only when the file has none yet). A single-plan file is
+    converted, its plan kept. Returns False when nothing changed.
+    """
+    path = Path(path)
+    doc: dict[str, Any] = {"default": None, "configurations": {}}
+    if path.exists():
+        old = read_json(path)
+        if isinstance(old, Mapping) and "configurations" in old:
+            doc = {"default": old.get("default"), "configurations": dict(old["configurations"])}
+        elif isinstance(old, Mapping):
+            name = str(old.get("plan_name") or old.get("mode"))
+            doc = {"default": name, "configurations": {name: old}}
+    name = plans.plan_name
+    doc["configurations"][name] = plans.to_dict()
+    if default or doc["default"] is None or doc["default"] not in doc["configurations"]:
+        doc["default"] = name
+    if path.exists():
+        try:
+            if read_json(path) == json.loads(json.dumps(doc)):
+                return False
+        except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
+            pass
+    write_json(doc, path)
     return True
 
 

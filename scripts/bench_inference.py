@@ -40,7 +40,7 @@ CONFIGS = [  # (label, mirror, keep_seg)
 
 
 class StubDetector(nn.Module):
-    """A 1x1 convolution standing in for the network: random boxes (max_detections per image, fixed
+    """A 1x1 convolution standing in for the network: random boxes (decode_max_detections per image, fixed
     seed) and a softmax segmentation of the right shape."""
 
     def __init__(self, num_classes: int, max_detections: int) -> None:
@@ -66,7 +66,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     plans = make_test_plans(dim=3, num_classes=2, patch_size=args.patch)
     if args.network == "stub":
-        model = StubDetector(plans.num_classes, plans.inference.max_detections)
+        model = StubDetector(plans.num_classes, plans.inference.decode_max_detections)
     else:
         model = build_model("retina_unet", plans)
         torch.nn.init.zeros_(model.network.cls_head.out.bias)

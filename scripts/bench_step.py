@@ -3,8 +3,8 @@
 For a 2D and a 3D patch, a training step is split into: network forward, anchor generation, anchor
 matching (IoU + matcher + box encoding), the losses (hard negative mining CE, smooth L1, segmentation)
 and backward. Inference is split into the network forward and the decoding (score threshold, top-k,
-per-class NMS). Decoding is timed twice: with the plan's min_score on the untrained network (almost no
-candidate passes) and as a worst case with min_score 0 (pre_nms_top_k candidates go through NMS).
+per-class NMS). Decoding is timed twice: with the plan's decode_min_score on the untrained network (almost no
+candidate passes) and as a worst case with decode_min_score 0 (pre_nms_top_k candidates go through NMS).
 
     python scripts/bench_step.py                      # both configs, CPU (or CUDA when available)
     python scripts/bench_step.py --only 2d --reps 5 --device cuda --net paper
@@ -172,7 +172,8 @@ def main() -> None:
         overhead = r["anchors"] + r["matching"] + r["loss"]
         print(f"{'training step':<28}{1000 * r['step']:>10.1f}{'':>10}")
         print(f"{'  outside the network':<28}{1000 * overhead:>10.1f}{100 * overhead / r['step']:>9.1f}%")
-        for key, label in [("decode", "decoding (plan min_score)"), ("decode_worst", "decoding (min_score 0)")]:
+        for key, label in [("decode", "decoding (plan decode_min_score)"),
+                           ("decode_worst", "decoding (decode_min_score 0)")]:
             share = r[key] / (r["infer_forward"] + r[key])
             print(f"{label:<28}{1000 * r[key]:>10.1f}{100 * share:>9.1f}%  of inference "
                   f"(forward {1000 * r['infer_forward']:.1f} ms)")

@@ -174,14 +174,14 @@ def test_retina_unet_needs_segmentation_targets():
                          ids=["2d", "3d"])
 def test_predict_outputs(kw):
     plans = _plans(**kw)
-    plans.override("inference.min_score", 0.0)  # untrained: let everything through to exercise decoding
+    plans.override("inference.decode_min_score", 0.0)  # untrained: let everything through to exercise decoding
     det = build_model("retina_unet", plans).eval()
     x = torch.randn(2, plans.in_channels, *plans.patch_size)
     dets = det.predict(x)
     assert isinstance(dets, Detections) and len(dets.boxes) == len(dets.scores) == len(dets.labels) == 2
     size = torch.tensor(plans.patch_size, dtype=torch.float32)
     for boxes, scores, labels in zip(dets.boxes, dets.scores, dets.labels):
-        assert 0 < boxes.shape[0] <= plans.inference.max_detections
+        assert 0 < boxes.shape[0] <= plans.inference.decode_max_detections
         assert boxes.shape[1] == 2 * plans.dim
         assert (boxes[:, : plans.dim] >= 0).all() and (boxes[:, plans.dim:] <= size).all()
         assert (boxes[:, plans.dim:] > boxes[:, : plans.dim]).all()
@@ -190,7 +190,7 @@ def test_predict_outputs(kw):
     assert dets.seg.shape == (2, plans.num_classes + 1, *plans.patch_size)
     assert torch.allclose(dets.seg.sum(1), torch.ones(1))
     # default threshold 0.1 on an untrained net with a 0.01 prior: nothing passes
-    plans.override("inference.min_score", 0.1)
+    plans.override("inference.decode_min_score", 0.1)
     assert all(b.shape[0] == 0 for b in build_model("retina_net", plans).eval().predict(x).boxes)
     assert build_model("retina_net", plans).predict(x).seg is None
 

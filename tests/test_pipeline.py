@@ -78,6 +78,7 @@ def test_trainer_validation_runs_the_plans_steps(task, recorder):  # noqa: F811
     plans.override("inference.postprocess", ["record"])
     plans.override("training.epochs", 1)
     plans.override("training.batches_per_epoch", 1)
-    trainer = Trainer(paths, plans, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False))
+    trainer = Trainer(paths, plans, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                 sweep=False))
     trainer.fit()
     assert len(recorder) == len(trainer.split["val"]) > 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-import inference.predictor as predictor_module
+import inference.raw as raw_module
 from inference.predictor import Predictor, flip_boxes, mirror_views
 from retinaunet.models import Detections, build_model
 from retinaunet.plans import make_test_plans
@@ -48,13 +48,13 @@ class SpotDetector(nn.Module):
 
 def record_consolidate(monkeypatch):
     calls = []
-    original = predictor_module.consolidate
+    original = raw_module.consolidate
 
     def wrapper(*args, **kwargs):
         calls.append((args, kwargs))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(predictor_module, "consolidate", wrapper)
+    monkeypatch.setattr(raw_module, "consolidate", wrapper)
     return calls
 
 
@@ -167,7 +167,7 @@ def test_2dc_plan_feeds_context_slices_as_channels():
 def test_real_tiny_model_predicts_a_whole_case(dim, patch, shape):
     torch.manual_seed(0)
     plans = make_test_plans(dim=dim, num_classes=2, patch_size=patch)
-    plans.inference.min_score = 0.0  # random weights: keep whatever comes out
+    plans.inference.decode_min_score = 0.0  # random weights: keep whatever comes out
     model = build_model("retina_unet", plans)
     torch.nn.init.zeros_(model.network.cls_head.out.bias)  # no foreground prior: random scores near 1/3
     out = Predictor([model], plans, mirror=dim == 2, batch_size=4, keep_seg=True).predict_case(

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="edges in mm of the object-size buckets reported with AP and FROC per bucket (size: "
                         "largest in-plane box extent; default < 6, 6-10, 10-20, > 20 mm as LIDC studies); "
                         "give the flag alone for none")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="S",
+                   help="also report the operating point at this score (boxes scoring >= S): TP, FP, FN, "
+                        "sensitivity and false positives per case at the first --iou (operating_point.json)")
     p.add_argument("--no-write", action="store_true", help="only print the table, write no files")
     luna = p.add_argument_group("LUNA16 challenge evaluation (3D, class-agnostic, by distance)")
     luna.add_argument("--luna", action="store_true",
@@ -169,5 +172,26 @@ def main(argv: list[str] | None = None) -> int:
             if metrics.get("by_size"):
                 print()
                 print(format_size_table(metrics["by_size"]))
+        if args.score_threshold is not None:
+            point = _operating_point(args, metrics)
+            t = point["total"]
+            sens = "n/a" if t["sensitivity"] is None else f"{t['sensitivity']:.3f}"
+            print(f"at score >= {point['threshold']:g} (IoU {point['iou']:g}): sensitivity {sens}, "
+                  f"{t['fp_per_case']:.3f} FP per case, TP {t['tp']}, FP {t['fp']}, FN {t['fn']}")
 
     return run_command("rud_evaluate", evaluate)
+
+
+def _operating_point(args: argparse.Namespace, metrics: dict) -> dict:
+    """The operating point at ``--score-threshold`` (written beside metrics.json unless --no-write)."""
+    from retinaunet.evaluation.operating_point import operating_point_folder
+    from retinaunet.io import write_json
+    from retinaunet.layout import TaskPaths, find_task
+
+    if args.cv or args.pred is None:
+        raise EvaluationError("--score-threshold needs a prediction folder (-p); it is not computed with --cv")
+    labels = args.labels if args.labels is not None else TaskPaths(find_task(args.task)).labels_ts
+    point = operating_point_folder(args.pred, labels, args.score_threshold, args.iou[0], metrics.get("classes"))
+    if not args.no_write:
+        write_json(point, (args.out or args.pred) / "operating_point.json")
+    return point

@@ -24,7 +24,8 @@ class AnchorDetector(Detector):
     anchors -> losses or decoded boxes.
 
     Anchor generation, matching and box coding are helpers built from the plans' ``anchors``, ``matching``
-    and ``inference`` sections (pre_nms_top_k, nms_iou, max_detections). Subclasses choose the network
+    and ``inference`` sections (pre_nms_top_k, decode_min_score,
+    nms_iou, decode_max_detections). Subclasses choose the network
     (`build_network`) and add their extra loss terms (`extra_losses`).
     """
 
@@ -38,7 +39,7 @@ class AnchorDetector(Detector):
         self.box_coder = BoxCoder()
         self.pre_nms_top_k = plans.inference.pre_nms_top_k
         self.nms_iou = plans.inference.nms_iou
-        self.max_detections = plans.inference.max_detections
+        self.max_detections = plans.inference.decode_max_detections
 
     # -- template hooks ---------------------------------------------------------------------------------
     def build_network(self, plans: Plans) -> DetectionNetwork:

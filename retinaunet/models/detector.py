@@ -36,7 +36,7 @@ class Detector(nn.Module):
     """The contract every model of the registry keeps: built from plans, holding its weights in `network`.
 
     Args:
-        plans: `Plans` (or its JSON object); the base reads dim, num_classes, ``inference.min_score`` and
+        plans: `Plans` (or its JSON object); the base reads dim, num_classes, ``inference.decode_min_score`` and
             ``training.seg_loss_weight``, and hands the plans to `build_network`.
 
     `compute_losses` is the training path (a dict of named losses with the weighted total under "loss"),
@@ -54,7 +54,7 @@ class Detector(nn.Module):
         self.plans = plans
         self.dim = plans.dim
         self.num_classes = plans.num_classes
-        self.min_score = plans.inference.min_score
+        self.min_score = plans.inference.decode_min_score
         self.seg_loss_weight = plans.training.seg_loss_weight
         self.build_parts(plans)
         self.network = self.build_network(plans)

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
     p.add_argument("--model", default="retina_unet",
                    help="registered model (retina_unet, retina_net, ...); see retinaunet.models.available_models()")
+    p.add_argument("--plan", default=None,
+                   help="configuration of plans.json to train: 2d, 2dc, 3d, 3dlr (default: its default); each has "
+                        "its own model folder models/<model>_<plan>")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default from plans.json)")
     p.add_argument("--batches-per-epoch", type=int, default=None,
                    help="training batches per epoch (default from plans.json)")
@@ -47,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (expert; slow first step)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and patch sampling")
     p.add_argument("--no-test", action="store_true", help="skip predicting the fold's test cases at the end")
+    p.add_argument("--pretrained", default=None, metavar="MODEL_FOLDER",
+                   help="start from another model's weights (a model folder models/<model>_<plan>, its first "
+                        "fold's best checkpoint, or a checkpoint file): weights of the same name and shape are "
+                        "loaded, the rest initialised; the lists go to the fold's pretrained.json")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="skip the sweep at the end: no raw val predictions kept, inference settings stay as "
+                        "planned (rud_sweep can choose them later)")
+    p.add_argument("--sweep-metric", choices=("map", "cpm", "patient"), default="map",
+                   help="validation metric the sweep maximises: mAP@0.1, FROC CPM or patient-level AP")
     p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change plan entries for this run, e.g. training.learning_rate=3e-4 (changes results)")
     return p
@@ -70,7 +82,7 @@ def train(args: argparse.Namespace) -> None:
         folds = [int(args.fold)]
     else:
         raise ValueError(f"fold must be 0-{n_folds - 1} or 'all', got '{args.fold}'")
-    plans = load_plans(paths.plans)
+    plans = load_plans(paths.plans, args.plan)
     apply_overrides(plans, args.override)
     if args.epochs is not None:
         plans.override("training.epochs", args.epochs)
@@ -82,7 +94,8 @@ def train(args: argparse.Namespace) -> None:
         for fold in folds:
             opts = TrainOptions(fold=fold, model=args.model, device=args.device, num_workers=args.workers,
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
-                                seed=args.seed, predict_test=not args.no_test)
+                                seed=args.seed, predict_test=not args.no_test, sweep=not args.no_sweep,
+                                sweep_metric=args.sweep_metric, pretrained=args.pretrained)
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()

@@ -1,8 +1,9 @@
 """The trainer of one cross-validation fold, read top to bottom as named steps.
 
 prepare (splits, model folder, network, optimiser, resume) -> per epoch: train_epoch -> validate ->
-end_epoch (history, kept best checkpoints, last checkpoint, curves) -> finish (test cases predicted with
-the ensemble of the best epochs and mirroring, then evaluated).
+end_epoch (history, kept best checkpoints, last checkpoint, curves) -> tune (the val cases predicted with
+the ensemble of the best epochs and mirroring, their raw views kept, the inference settings swept on
+them) -> finish (test cases predicted with the ensemble and the chosen settings, then evaluated).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class TrainOptions:
     seed: int = 0
     predict_test: bool = True
     max_nonfinite: int = 10
+    sweep: bool = True  # keep the raw val predictions and choose the inference settings on them
+    sweep_metric: str = "map"
+    pretrained: str | None = None  # model folder or checkpoint whose fitting weights start the training
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -154,6 +158,13 @@ class Trainer:
                                           weight_decay=self.plans.training.weight_decay)
         if self.opts.resume and last.exists():
             self._resume(last)
+        elif self.opts.pretrained:
+            from retinaunet.io import write_json
+            from retinaunet.training.pretrained import load_pretrained
+
+            report = load_pretrained(self.model, self.opts.pretrained)
+            if self.ctx.is_main:
+                write_json(report, self.fold_dir / "pretrained.json")
         module: torch.nn.Module = LossModule(self.model)
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -190,6 +201,8 @@ class Trainer:
                 self.end_epoch(epoch, stats, val_ap)
                 barrier(self.ctx)
             summary = {"fold": self.opts.fold, "best": self.best, "history": self.history}
+            if self.ctx.is_main and self.opts.sweep:
+                summary["sweep"] = self.tune()
             if self.ctx.is_main and self.opts.predict_test:
                 summary["test"] = self.finish()
             return summary
@@ -296,9 +309,24 @@ class Trainer:
         self.best = self.best[:keep]
         self.fold.write_best(self.best)
 
+    # --------------------------------------------------------------------------------------------- tune
+    def tune(self) -> dict:
+        """Keep the raw val predictions of the kept epochs x mirroring, and sweep the inference settings."""
+        from inference.tune import sweep_folds, write_raw_predictions
+
+        if not self.split["val"]:
+            logger.warning(f"fold {self.opts.fold}: no val cases; inference settings stay as planned")
+            return {}
+        write_raw_predictions(self.folder, self.opts.fold, self.pre_dir, self.split["val"], self.fold.val_raw,
+                              self.device)
+        result, _ = sweep_folds(self.folder, [self.opts.fold], self.opts.sweep_metric)
+        return {"metric": result.metric, "planned": result.planned_value, "chosen": result.value,
+                "values": result.chosen}
+
     # ------------------------------------------------------------------------------------------- finish
     def finish(self) -> dict:
-        """Predict the fold's test cases with the best epochs and mirroring, export and evaluate them."""
+        """Predict the fold's test cases with the best epochs and the fold's inference settings (a sweep's
+        chosen values, else the planned ones), export and evaluate them."""
         from inference.pipeline import PredictionRun
         from retinaunet.evaluation.evaluate import evaluate_cases, write_results
         from retinaunet.evaluation.io import load_ground_truth, load_predictions
@@ -306,9 +334,12 @@ class Trainer:
         cases = self.split["test"]
         if not cases:
             return {}
-        models, plans = self.folder.load_models([self.opts.fold], self.device)
+        plans, source = self.folder.tuned_plans([self.opts.fold])
+        models, plans = self.folder.load_models([self.opts.fold], self.device, plans=plans)
         out = self.fold.test_predictions
-        run = PredictionRun(models, plans, self.device, out_dir=out, predictor_options={"mirror": True})
+        if out.exists():
+            shutil.rmtree(out)
+        run = PredictionRun(models, plans, self.device, out_dir=out)
         for case in tqdm(cases, desc=f"fold {self.opts.fold} test", leave=False):
             run.case(*store.load_case(self.pre_dir, case))
         run.finish()
@@ -317,5 +348,6 @@ class Trainer:
         metrics, curves = evaluate_cases(preds, gt, self.plans.num_classes, (0.1,), self.plans.class_names)
         write_results(metrics, curves, self.fold.test_evaluation)
         logger.info(f"fold {self.opts.fold} test: mAP@0.1 {metrics['mAP']['0.1']}, "
-                    f"{len(models)} checkpoint(s) x mirroring")
+                    f"{len(models)} checkpoint(s) x {len(run.predictor.views)} mirroring(s), settings of "
+                    f"{source or 'the plans'}")
         return metrics

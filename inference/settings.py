@@ -1,0 +1,55 @@
+"""The inference settings of one prediction run: planned, tuned by a sweep, overridden for the run.
+
+Every setting lives in the plans' typed ``inference`` section (:class:`retinaunet.plans.InferencePlan`, the
+one set of defaults). A run takes the model folder's plans, puts a sweep's chosen values on top
+(:meth:`~retinaunet.model_folder.ModelFolder.tuned_plans`), then the user's ``--override key=value``; it
+records all of it under ``settings`` in every prediction JSON, so a result can be traced to its settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from retinaunet.model_folder import ModelFolder
+from retinaunet.plans import Plans, PlansError, parse_value
+
+__all__ = ["apply_inference_overrides", "resolve_settings", "settings_metadata"]
+
+def apply_inference_overrides(plans: Plans, overrides: Sequence[str]) -> list[str]:
+    """Apply ``key=value`` to the ``inference`` section (``inference.`` may be left out); returns the dotted
+    keys set. Other sections cannot change at prediction time (the networks are trained with them)."""
+    done = []
+    for item in overrides:
+        if "=" not in item:
+            raise PlansError(f"--override '{item}' must look like key=value, e.g. min_score=0.3")
+        key, value = (part.strip() for part in item.split("=", 1))
+        key = key if key.startswith("inference.") else f"inference.{key}"
+        if key.count(".") != 1:
+            raise PlansError(f"--override '{item}': only inference settings can change at prediction time")
+        plans.override(key, parse_value(value))
+        done.append(f"{key}={value}")
+    return done
+
+
+def resolve_settings(folder: ModelFolder, folds: Sequence[int] | None, overrides: Sequence[str] = (), *,
+                     planned: bool = False, mirror: bool | None = None, consolidation: str | None = None
+                     ) -> tuple[Plans, dict[str, Any]]:
+    """The plans to predict with and the record of where their inference settings came from."""
+    if planned:
+        plans, source = folder.load_plans(), None
+    else:
+        plans, source = folder.tuned_plans(folds)
+    done = apply_inference_overrides(plans, overrides)
+    if mirror is not None:
+        done += apply_inference_overrides(plans, [f"mirror={str(mirror).lower()}"])
+    if consolidation is not None:
+        done += apply_inference_overrides(plans, [f"consolidation={consolidation}"])
+    record = {"model_folder": str(folder.path), "folds": None if folds is None else sorted(folds),
+              "settings_from": str(source) if source else "plans (as planned)", "overrides": done}
+    return plans, record
+
+
+def settings_metadata(record: dict[str, Any], plans: Plans) -> dict[str, Any]:
+    """The ``settings`` entry of every prediction JSON: the record and the full inference section used."""
+    return {"settings": {**record, "inference": plans.to_dict()["inference"]}}
