@@ -1,7 +1,7 @@
 """``rud_predict``: predict a folder of new images with a trained model folder.
 
 Three layers: :func:`main` only parses arguments; :func:`predict_folder` does a whole run and is
-callable from tests and notebooks; :class:`inference.pipeline.PredictionRun` does the work.
+callable from tests and notebooks; :class:`retinaunet.inference.pipeline.PredictionRun` does the work.
 A run needs only the model folder (its copy of plans.json and the checkpoints), not the training data.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from loguru import logger
+from retinaunet.inference.export import CSV_NAME, output_files
+from retinaunet.inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
+from retinaunet.inference.pipeline import PredictionRun
 from tqdm import tqdm
 
-from inference.export import CSV_NAME, output_files
-from inference.gallery import GALLERY_CASES, GALLERY_NAME, gallery_panel, write_gallery
-from inference.pipeline import PredictionRun
 from retinaunet.cli_errors import run_command
 from retinaunet.convert.writer import load_case_names
 from retinaunet.coordinates import CaseCoordinates
@@ -105,7 +105,7 @@ def check_case_files(case: str, files: Sequence[Path], plans: Plans) -> None:
 
 
 def _preprocess(images, geometry, plans, case):
-    from preprocessing.preprocess import preprocess_case  # the preprocessing room owns this step
+    from retinaunet.preprocessing.preprocess import preprocess_case  # the preprocessing room owns this step
 
     return preprocess_case(images, geometry, plans, case=case)
 
@@ -118,7 +118,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                    planned_settings: bool = False, save_instances: bool = False) -> list[Path]:
     """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
 
-    Writes ``<case>.json`` per case (see :mod:`inference.export`), optional NIfTI masks, and
+    Writes ``<case>.json`` per case (see :mod:`retinaunet.inference.export`), optional NIfTI masks, and
     ``predictions.csv`` over all prediction JSONs in ``output_dir``; each JSON records under ``settings`` the
     inference settings used and where they came from. The settings are the model folder's plans with a sweep's chosen
     values on top (``planned_settings``: without them), then ``overrides`` (``key=value``, ``inference.`` may be left
@@ -131,7 +131,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     whose JSON exists (it is written last) are kept, the others predicted, and the CSV and gallery
     written as an uninterrupted run writes them.
     """
-    from inference.settings import resolve_settings, settings_metadata
+    from retinaunet.inference.settings import resolve_settings, settings_metadata
 
     if overwrite and resume:
         raise ValueError("--overwrite and --continue exclude each other: --continue keeps finished cases")
@@ -297,6 +297,6 @@ def predict(args: argparse.Namespace) -> None:
                        resume=args.resume, overrides=args.override, planned_settings=args.planned_settings,
                        save_instances=args.save_instances)
     if len(plans) > 1:
-        from inference.plan_ensemble import merge_prediction_folders
+        from retinaunet.inference.plan_ensemble import merge_prediction_folders
 
         merge_prediction_folders([args.output / p for p in plans], args.output)

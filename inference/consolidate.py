@@ -3,7 +3,7 @@ configurations (2d, 2dc, 3d, 3dlr) by their pooled validation metric.
 
 For each configuration (``models/<model>_<plan>``) :func:`consolidate_task` pools the raw validation
 predictions of its trained folds, chooses one set of inference settings for the ensemble of those folds
-(:func:`inference.tune.sweep_folds`, written to the model folder's ``sweep.json``) and records the folds
+(:func:`retinaunet.inference.tune.sweep_folds`, written to the model folder's ``sweep.json``) and records the folds
 and checkpoints the ensemble holds (``ensemble.json``). It then compares the configurations on the
 validation cases they share, in the original images' index space (their preprocessed grids may differ),
 and tries the ensemble of the best two: each one's consolidated boxes are clustered together by WBC (each
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
+from retinaunet.inference.raw import consolidate_raw
+from retinaunet.inference.sweep import SweepCase, _post, load_sweep_cases, metric_value
+from retinaunet.inference.tune import sweep_folds
+from retinaunet.inference.wbc import consolidate
 
-from inference.raw import consolidate_raw
-from inference.sweep import SweepCase, _post, load_sweep_cases, metric_value
-from inference.tune import sweep_folds
-from inference.wbc import consolidate
 from retinaunet.io import write_json
 from retinaunet.layout import TaskPaths
 from retinaunet.model_folder import ModelFolder, ModelFolderError

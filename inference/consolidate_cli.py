@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from inference.sweep import METRICS
+from retinaunet.inference.sweep import METRICS
+
 from retinaunet.layout import LayoutError
 from retinaunet.model_folder import ModelFolderError
 from retinaunet.plans import PlansError
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from inference.consolidate import consolidate_task
+    from retinaunet.inference.consolidate import consolidate_task
 
     try:
         record = consolidate_task(args.task, args.model, args.plans, args.metric)

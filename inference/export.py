@@ -12,7 +12,7 @@ Coordinates, precisely:
 class c) and ``--save-boxes`` writes ``<case>_boxes.nii.gz`` where the voxels whose centres lie in box k
 of the JSON list hold k+1 (higher scores painted last, so they win where boxes overlap).
 ``--save-instances`` writes ``<case>_instances.nii.gz``: the voxels of box k that the segmentation gives
-its class hold k+1 (:mod:`inference.instances`).
+its class hold k+1 (:mod:`retinaunet.inference.instances`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from retinaunet.inference.predictor import CasePrediction
 
-from inference.predictor import CasePrediction
 from retinaunet.coordinates import CaseCoordinates
 from retinaunet.io import atomic_path, read_json, write_image, write_json
 
@@ -127,7 +127,7 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
     if save_boxes:
         write_image(box_mask(boxes, geometry.shape), geometry, out_dir / f"{case}_boxes.nii.gz")
     if save_instances:
-        from inference.instances import instance_map
+        from retinaunet.inference.instances import instance_map
 
         if pred.seg is None:
             raise ValueError(f"{case}: no segmentation to cut instances from (this model has no segmentation output)")

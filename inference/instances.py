@@ -19,7 +19,7 @@ def instance_map(seg: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> np.n
     seg: argmax label map in the boxes' space (0 background, c+1 class c); boxes: [K, 2*dim] sorted by
     decreasing score; labels: [K] classes from 0.
     """
-    from inference.export import box_mask
+    from retinaunet.inference.export import box_mask
 
     dim = seg.ndim
     out = np.zeros(seg.shape, dtype=np.uint16)

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from retinaunet.inference.export import export_case, write_run_csv
+from retinaunet.inference.postprocess import apply_steps, build_steps
+from retinaunet.inference.predictor import CasePrediction, Predictor
+from retinaunet.inference.raw import RawPrediction, consolidate_raw
 from torch import nn
 
-from inference.export import export_case, write_run_csv
-from inference.postprocess import apply_steps, build_steps
-from inference.predictor import CasePrediction, Predictor
-from inference.raw import RawPrediction, consolidate_raw
 from retinaunet.plans import Plans
 
 __all__ = ["PredictionRun"]
@@ -31,7 +31,7 @@ __all__ = ["PredictionRun"]
 class PredictionRun:
     """Predicts preprocessed cases with ``models`` and writes them to ``out_dir`` (None: keep in memory).
 
-    ``predictor_options`` go to :class:`~inference.predictor.Predictor` (mirror, consolidation, batch_size,
+    ``predictor_options`` go to :class:`~retinaunet.inference.predictor.Predictor` (mirror, consolidation, batch_size,
     keep_seg, keep_raw, member_rank, progress ...); ``save_seg`` / ``save_boxes`` are the export's NIfTI
     options. Consolidation and post-processing settings come from ``plans.inference`` (with a sweep's
     chosen values when the plans come from :meth:`~retinaunet.model_folder.ModelFolder.tuned_plans`).

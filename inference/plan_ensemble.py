@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from retinaunet.inference.export import write_run_csv
+from retinaunet.inference.wbc import consolidate
 
-from inference.export import write_run_csv
-from inference.wbc import consolidate
 from retinaunet.coordinates import box_world
 from retinaunet.io import Geometry, read_json, write_json
 

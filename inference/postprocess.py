@@ -1,8 +1,8 @@
 """Post-processing steps: ordered, named, configured from the plans, applied on every prediction path.
 
-A step takes a consolidated :class:`~inference.predictor.CasePrediction` (preprocessed coordinates) and
+A step takes a consolidated :class:`~retinaunet.inference.predictor.CasePrediction` (preprocessed coordinates) and
 returns a new one. ``plans.inference.postprocess`` lists the steps to run, in order (none by default);
-each reads its settings from the ``inference`` section. :func:`inference.pipeline.PredictionRun` applies
+each reads its settings from the ``inference`` section. :func:`retinaunet.inference.pipeline.PredictionRun` applies
 them to `rud_predict`'s cases and to the trainer's validation and test cases alike, so a step added here
 (or chosen by a sweep over validation predictions) reaches every result.
 
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+from retinaunet.inference.predictor import CasePrediction
 
-from inference.predictor import CasePrediction
 from retinaunet.plans import Plans, PlansError
 
 __all__ = ["STEPS", "STANDARD_STEPS", "register_step", "build_steps", "apply_steps"]

@@ -1,13 +1,13 @@
 """Whole-case inference: tiles x mirror views x ensemble members, consolidated per class.
 
-``Predictor.predict_case`` covers a preprocessed case with overlapping tiles (:mod:`inference.tiling`),
+``Predictor.predict_case`` covers a preprocessed case with overlapping tiles (:mod:`retinaunet.inference.tiling`),
 runs every ensemble member on every mirrored view of a batch of tiles, flips the boxes back, shifts
 them by the tile position and consolidates all of them per class with weighted box clustering (or NMS)
-from :mod:`inference.wbc`. Each (member, mirroring, tile) is one view for WBC; the expected number of
+from :mod:`retinaunet.inference.wbc`. Each (member, mirroring, tile) is one view for WBC; the expected number of
 views at a box is members x mirrorings x the mean number of tiles covering the box.
 
 For 2d and 2dc plans on 3D data the slices are predicted one by one (2dc: the slice +- context slices
-as channels), consolidated per slice, and merged into 3D boxes by :mod:`inference.merge`.
+as channels), consolidated per slice, and merged into 3D boxes by :mod:`retinaunet.inference.merge`.
 
 The segmentation output is averaged over views on the device (in place) and summed tile by tile into one
 ``[num_classes + 1, *S]`` array on the CPU (float32, or float16 to halve it); only its argmax is kept.
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from retinaunet.inference.raw import RawPrediction, consolidate_raw
+from retinaunet.inference.tiling import TileGrid, extract_tile, tile_slices
+from retinaunet.inference.wbc import patch_center_factor
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from inference.raw import RawPrediction, consolidate_raw
-from inference.tiling import TileGrid, extract_tile, tile_slices
-from inference.wbc import patch_center_factor
 from retinaunet.plans import Plans
 from retinaunet.store import context_slice
 

@@ -1,6 +1,6 @@
 """Raw predictions: every view's boxes of a case before consolidation, and their consolidation.
 
-The :class:`~inference.predictor.Predictor` gathers the boxes of all views (ensemble member x mirroring x
+The :class:`~retinaunet.inference.predictor.Predictor` gathers the boxes of all views (ensemble member x mirroring x
 tile) of an image and consolidates them with :func:`consolidate_raw`. Kept as a :class:`RawPrediction`
 (an ``.npz`` per case in a fold's ``val_raw/``), the same boxes can be consolidated again with other
 settings (WBC or NMS and its IoU, fewer checkpoints, mirroring off) without running the network: this is
@@ -19,9 +19,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from retinaunet.inference.merge import merge_2d_to_3d
+from retinaunet.inference.wbc import consolidate
 
-from inference.merge import merge_2d_to_3d
-from inference.wbc import consolidate
 from retinaunet.io import atomic_path
 from retinaunet.plans import InferencePlan
 

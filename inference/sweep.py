@@ -1,7 +1,7 @@
 """The sweep: inference settings chosen on a fold's raw validation predictions, without a network pass.
 
 The planner fixes the consolidation and post-processing settings as constants; the sweep measures them.
-From the raw predictions (:mod:`inference.raw`, every view's boxes of each validation case, kept by the
+From the raw predictions (:mod:`retinaunet.inference.raw`, every view's boxes of each validation case, kept by the
 trainer) it searches, against the validation metric:
 
 1. the consolidation: checkpoints kept per fold, test-time mirroring on or off, WBC or NMS and its IoU
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
+from retinaunet.inference.postprocess import STANDARD_STEPS, STEPS
+from retinaunet.inference.predictor import CasePrediction
+from retinaunet.inference.raw import RawPrediction, consolidate_raw, load_raw
 
-from inference.postprocess import STANDARD_STEPS, STEPS
-from inference.predictor import CasePrediction
-from inference.raw import RawPrediction, consolidate_raw, load_raw
 from retinaunet.evaluation.ap import average_precision, mean_over_classes
 from retinaunet.evaluation.froc import froc_from_matches
 from retinaunet.evaluation.matching import match_cases

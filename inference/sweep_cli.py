@@ -1,7 +1,7 @@
 """``rud_sweep -t TASK``: choose a model folder's inference settings on its raw validation predictions.
 
 Three layers: :func:`main` parses arguments; :func:`run_sweep` makes missing raw predictions (one network
-pass per fold, from the preprocessed store and ``splits.json``) and sweeps; :mod:`inference.sweep` searches.
+pass per fold, from the preprocessed store and ``splits.json``) and sweeps; :mod:`retinaunet.inference.sweep` searches.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from retinaunet.inference.sweep import METRICS, SweepResult
+from retinaunet.inference.tune import sweep_folds, write_raw_predictions
 
-from inference.sweep import METRICS, SweepResult
-from inference.tune import sweep_folds, write_raw_predictions
 from retinaunet.io import ReadError, read_json
 from retinaunet.layout import LayoutError, TaskPaths
 from retinaunet.model_folder import ModelFolder, ModelFolderError
@@ -27,7 +27,7 @@ def run_sweep(task: str | None, model: str = "retina_unet", plan: str | None = N
               folds: Sequence[int] | None = None, metric: str = "map", device: str = "cpu",
               target_sensitivity: float | None = 0.9, target_fp: float | None = 1.0) -> tuple[SweepResult, Path]:
     """Sweep the pooled validation predictions of ``folds`` (default: every trained fold) of a model folder."""
-    from inference.cli import resolve_model_dir
+    from retinaunet.inference.cli import resolve_model_dir
 
     paths = TaskPaths.from_task(task)
     folder = ModelFolder(resolve_model_dir(task, model, plan))

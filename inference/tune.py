@@ -3,7 +3,7 @@
 :func:`write_raw_predictions` predicts preprocessed cases once with every kept checkpoint and every
 mirroring and keeps each case's views unconsolidated (``<case>.npz`` with its ground truth);
 :func:`sweep_folds` pools the raw validation predictions of one or more folds, runs
-:func:`inference.sweep.sweep` and writes the chosen values with the whole search table: into the fold
+:func:`retinaunet.inference.sweep.sweep` and writes the chosen values with the whole search table: into the fold
 (``fold<k>/sweep.json``, ``sweep_table.csv``) for one fold, into the model folder for several.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from loguru import logger
+from retinaunet.inference.raw import save_raw
+from retinaunet.inference.sweep import SweepResult, load_sweep_cases, sweep
 from tqdm import tqdm
 
-from inference.raw import save_raw
-from inference.sweep import SweepResult, load_sweep_cases, sweep
 from retinaunet import store
 from retinaunet.coordinates import CaseCoordinates
 from retinaunet.io import atomic_path, write_json
@@ -34,7 +34,7 @@ def write_raw_predictions(folder: ModelFolder, fold: int, pre_dir: str | os.Path
                           out_dir: str | os.PathLike, device: str | torch.device = "cpu") -> list[Path]:
     """Predict ``cases`` of the preprocessed store with all kept checkpoints of ``fold`` and every mirroring,
     and write each case's raw views with its ground truth to ``out_dir/<case>.npz``."""
-    from inference.pipeline import PredictionRun
+    from retinaunet.inference.pipeline import PredictionRun
 
     plans = folder.load_plans()
     plans.inference.checkpoints = None

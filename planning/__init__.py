@@ -1,5 +1,5 @@
 """Self-configuration: the dataset fingerprint and the planner behind ``rud_plan``.
 
-`planning.pipeline.plan_task` runs the whole stage; `planning.fingerprint`, `planning.planner`,
-`planning.topology`, `planning.anchors_plan` and `planning.memory` are its parts.
+Installed as ``retinaunet.planning``. `pipeline.plan_task` runs the whole stage; `fingerprint`, `planner`,
+`topology`, `coverage`, `anchors_plan` and `memory` are its parts.
 """

@@ -15,7 +15,7 @@ __all__ = ["Budget", "cuda_memory_gb", "default_budget", "gpu_budget", "cpu_budg
 
 GB = 1024 ** 3
 # The one CPU throughput of the planner: training-step FLOP/s of the small CPU networks with both cores of a
-# 2-core machine (measured: the 2D toy's 128x128 x 8 step, 23.8 GFLOP by planning.memory, in 0.27 s -> about
+# 2-core machine (measured: the 2D toy's 128x128 x 8 step, 23.8 GFLOP by retinaunet.planning.memory, in 0.27 s -> about
 # 88 GFLOP/s). It turns step FLOPs into seconds for the step budget and for the training length.
 CPU_FLOPS = 80e9
 CPU_STEP_FLOPS = {2: 25e9, 3: 50e9}  # largest CPU training step, per network dim (about 0.3 s / 0.6 s)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def plan() -> None:
-        from planning.pipeline import plan_task, proposals, summary_table
+        from retinaunet.planning.pipeline import plan_task, proposals, summary_table
 
         mode = None if args.mode == "all" else args.mode
         workers = min(2, fair_threads()) if args.workers is None else args.workers

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from retinaunet.planning.anchors_plan import grid_iou
 
-from planning.anchors_plan import grid_iou
 from retinaunet.anchors import AnchorGenerator, build_matcher
 from retinaunet.boxes import box_iou
 

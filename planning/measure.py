@@ -1,4 +1,4 @@
-"""Measure the peak memory and time of real training steps, to calibrate and check `planning.memory`.
+"""Measure the peak memory and time of real training steps, to calibrate and check `retinaunet.planning.memory`.
 
 Why resident memory of a fresh process: ``tracemalloc`` does not see torch's allocator, and the
 profiler's memory events are awkward to reduce to a peak. Instead each measurement runs in a spawned

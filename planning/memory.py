@@ -6,7 +6,7 @@ lateral/upsampled/summed/smoothed maps, the head towers and their flattened outp
 logits and loss terms), times ``ACTIVATION_FACTOR`` for the gradients that exist at the same time during
 backward, plus weights and gradients (the two Adam moments are allocated after the activations are
 freed, so they only matter for networks with few activations). ``ACTIVATION_FACTOR`` and
-``FIXED_OVERHEAD`` were calibrated once against CPU peaks measured by `planning.measure`;
+``FIXED_OVERHEAD`` were calibrated once against CPU peaks measured by `retinaunet.planning.measure`;
 ``tests/test_memory_model.py`` checks the estimate is within 25% of fresh measurements.
 
 Compute: multiply-accumulates of every convolution, times 3 for forward + backward.

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loguru import logger
+from retinaunet.planning.budget import Budget
+from retinaunet.planning.fingerprint import fingerprint_warnings, load_or_compute_fingerprint
+from retinaunet.planning.planner import plan_from_fingerprint
 
-from planning.budget import Budget
-from planning.fingerprint import fingerprint_warnings, load_or_compute_fingerprint
-from planning.planner import plan_from_fingerprint
 from retinaunet.convert.writer import has_true_outlines
 from retinaunet.dataset import check_dataset
 from retinaunet.layout import TaskPaths
@@ -54,8 +54,8 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
 
 
 def proposals(task: str | int | os.PathLike, plans: Plans) -> list[tuple[str, str]]:
-    """The configurations that fit the task's data (see :func:`planning.planner.propose_plans`)."""
-    from planning.planner import propose_plans
+    """The configurations that fit the task's data (see :func:`retinaunet.planning.planner.propose_plans`)."""
+    from retinaunet.planning.planner import propose_plans
 
     paths = TaskPaths(Path(task)) if Path(str(task)).is_dir() else TaskPaths.from_task(task)
     fp, _ = load_or_compute_fingerprint(paths.root, workers=0)

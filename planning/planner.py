@@ -5,15 +5,15 @@ Rules (see DESIGN.md, "Plans"):
   the 10th percentile of that axis, but not finer than the other axes (nnU-Net's rule);
 - mode: 2d for 2D data; for 3D data 3d, or 2dc (the slice and +-3 neighbours as channels) when the
   target spacing is strongly anisotropic (ratio >= ``STRONG_ANISOTROPY``);
-- patch, batch and network from `planning.topology` under the budget;
-- anchors from `planning.anchors_plan` on the training objects at target spacing;
+- patch, batch and network from `retinaunet.planning.topology` under the budget;
+- anchors from `retinaunet.planning.anchors_plan` on the training objects at target spacing;
 - normalisation: CT clipped to object-voxel 0.5/99.5 percentiles and standardised with their mean
   and std; other modalities standardised per case;
 - norm layers: batch norm on a CPU when the batch holds >= 8 patches (then whole images are predicted in
   one pass), else instance norm and inference tiles of the training patch size;
-- head levels: P2-P5 without duplicate strides, P1 for many small objects (`planning.topology`);
+- head levels: P2-P5 without duplicate strides, P1 for many small objects (`retinaunet.planning.topology`);
 - anchors no smaller than their level's stride; coverage measured on the real anchor grid per object size
-  (`planning.coverage`);
+  (`retinaunet.planning.coverage`);
 - matching: negative below IoU 0.4, positive from 0.5 (see ``IOU_LOW``) when the real grid gives >= 90% of
   the objects of every size bucket an anchor at 0.5; otherwise adaptive (ATSS) matching;
 - training length from the budget; Adam at the paper's 1e-4 on a GPU, 1e-3 for the short CPU schedule.
@@ -26,11 +26,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from retinaunet.planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
+from retinaunet.planning.budget import CPU_FLOPS, Budget, default_budget
+from retinaunet.planning.coverage import choose_matching, format_coverage
+from retinaunet.planning.topology import POOL_SPACING_RATIO, choose_head_levels, fit_patch_and_batch, level_strides
 
-from planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
-from planning.budget import CPU_FLOPS, Budget, default_budget
-from planning.coverage import choose_matching, format_coverage
-from planning.topology import POOL_SPACING_RATIO, choose_head_levels, fit_patch_and_batch, level_strides
 from retinaunet.anchors import AnchorGenerator
 from retinaunet.plans import (
     AnchorsPlan,

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from retinaunet.planning.budget import Budget
+from retinaunet.planning.memory import estimate_flops, estimate_memory
 
-from planning.budget import Budget
-from planning.memory import estimate_flops, estimate_memory
 from retinaunet.plans import NetworkPlan, Plans, cumulative_stride
 
 __all__ = ["network_template", "plan_strides", "fit_patch_and_batch", "PatchPlan", "choose_head_levels",

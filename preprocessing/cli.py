@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def preprocess() -> int:
-        from preprocessing.task import preprocess_task
+        from retinaunet.preprocessing.task import preprocess_task
+
         from retinaunet.shard import parse_shard
 
         workers = min(2, fair_threads()) if args.workers is None else args.workers

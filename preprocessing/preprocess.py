@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from retinaunet.preprocessing.normalize import normalize_channel
+from retinaunet.preprocessing.resample import resample_array, resample_labels, resampled_shape
 
-from preprocessing.normalize import normalize_channel
-from preprocessing.resample import resample_array, resample_labels, resampled_shape
 from retinaunet.boxes import boxes_from_instance_map
 from retinaunet.crop import crop_to_box, nonzero_box
 from retinaunet.io import Geometry, read_case

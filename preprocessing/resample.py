@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from loguru import logger
+from retinaunet.preprocessing.spline import apply_taps, prefilter_axis
 from scipy import ndimage
 
-from preprocessing.spline import apply_taps, prefilter_axis
 from retinaunet.coordinates import scale_factors
 
 __all__ = [

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
+from retinaunet.preprocessing.preprocess import preprocess_case
 
-from preprocessing.preprocess import preprocess_case
 from retinaunet import store
 from retinaunet.dataset import Case, list_cases
 from retinaunet.io import read_case, read_label

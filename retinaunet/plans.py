@@ -209,7 +209,7 @@ class AnchorsPlan:
 
     ``coverage`` is the share of training objects, dropped at random offsets on the real anchor grid, whose
     best anchor reaches ``matching.iou_high``; ``coverage_by_size`` the same and the planned matcher's
-    positives per object-size bucket (see :mod:`planning.coverage`)."""
+    positives per object-size bucket (see :mod:`retinaunet.planning.coverage`)."""
 
     base_sizes: list[float] = _positive()
     z_base_sizes: list[float] | None = _positive(default=None)
@@ -286,7 +286,8 @@ class InferencePlan:
     patch_size: list[int] | None = _positive(default=None)  # null: the training patch
     merge_iou: float = _fraction(default=0.1)  # 2D -> 3D merging of slice boxes
     max_components: int | None = _positive(default=None)  # DetU-Net's largest components; null: 5 in 2D, 15 in 3D
-    postprocess: list[str] = field(default_factory=list)  # ordered steps of inference.postprocess, after consolidation
+    # ordered steps (retinaunet.inference.postprocess) run after consolidation
+    postprocess: list[str] = field(default_factory=list)
 
     @property
     def consolidation_iou(self) -> float:

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import make_batch  # noqa: E402
+from retinaunet.planning.memory import estimate_memory  # noqa: E402
 
-from planning.memory import estimate_memory  # noqa: E402
 from retinaunet.models import build_model  # noqa: E402
 from retinaunet.plans import load_plans  # noqa: E402
 from retinaunet.training.batch import TrainBatch  # noqa: E402

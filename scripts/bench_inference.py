@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 import torch
+from retinaunet.inference.predictor import Predictor
+from retinaunet.inference.tiling import TileGrid
 from torch import nn
 
-from inference.predictor import Predictor
-from inference.tiling import TileGrid
 from retinaunet.models import Detections, build_model
 from retinaunet.plans import make_test_plans
 

@@ -71,10 +71,10 @@ def make_labels(shape: tuple[int, int, int]) -> tuple[np.ndarray, dict[int, int]
 
 
 def _run(method: str, shape: tuple[int, int, int], queue: mp.Queue) -> None:
+    from retinaunet.preprocessing.preprocess import preprocess_case
+    from retinaunet.preprocessing.resample import resample_array
     from scipy import ndimage
 
-    from preprocessing.preprocess import preprocess_case
-    from preprocessing.resample import resample_array
     from retinaunet.io import Geometry
     from retinaunet.plans import make_test_plans
 

@@ -16,8 +16,7 @@ import argparse
 import time
 
 import numpy as np
-
-from inference.wbc import patch_center_factor, weighted_box_clustering, weighted_box_clustering_numpy
+from retinaunet.inference.wbc import patch_center_factor, weighted_box_clustering, weighted_box_clustering_numpy
 
 VOLUME = np.array([96.0, 256.0, 256.0])
 PATCH = np.array([64.0, 128.0, 128.0])

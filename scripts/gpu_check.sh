@@ -16,8 +16,8 @@ mkdir -p "$OUTDIR" "${RUD_DATA:-/tmp/rud_gpu}"
 export RUD_DATA=${RUD_DATA:-/tmp/rud_gpu} PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 BIN=$(mktemp -d)
-for pair in rud_example:retinaunet.toy_cli rud_plan:planning.cli rud_preprocess:preprocessing.cli \
-            rud_train:retinaunet.training.cli rud_predict:inference.cli rud_evaluate:retinaunet.evaluation.cli; do
+for pair in rud_example:retinaunet.toy_cli rud_plan:retinaunet.planning.cli rud_preprocess:retinaunet.preprocessing.cli \
+            rud_train:retinaunet.training.cli rud_predict:retinaunet.inference.cli rud_evaluate:retinaunet.evaluation.cli; do
     printf '#!/bin/sh\nexec %s -c "import sys; from %s import main; sys.exit(main())" "$@"\n' "$PY" "${pair#*:}" \
         > "$BIN/${pair%%:*}"
     chmod +x "$BIN/${pair%%:*}"

@@ -21,11 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planning.budget import gpu_budget  # noqa: E402
-from planning.coverage import coverage_table  # noqa: E402
-from planning.pipeline import coverage_rows  # noqa: E402
-from planning.planner import object_sizes, plan_from_fingerprint  # noqa: E402
-from planning.topology import level_strides  # noqa: E402
+from retinaunet.planning.budget import gpu_budget  # noqa: E402
+from retinaunet.planning.coverage import coverage_table  # noqa: E402
+from retinaunet.planning.pipeline import coverage_rows  # noqa: E402
+from retinaunet.planning.planner import object_sizes, plan_from_fingerprint  # noqa: E402
+from retinaunet.planning.topology import level_strides  # noqa: E402
+
 from retinaunet.anchors import AnchorGenerator  # noqa: E402
 from retinaunet.io import read_json  # noqa: E402
 from retinaunet.layout import TaskPaths, find_task  # noqa: E402

@@ -20,10 +20,10 @@ import json
 from pathlib import Path
 
 import torch
+from retinaunet.inference.cli import find_input_cases, resolve_model_dir
+from retinaunet.inference.pipeline import PredictionRun
 from tqdm import tqdm
 
-from inference.cli import find_input_cases, resolve_model_dir
-from inference.pipeline import PredictionRun
 from retinaunet.evaluation.evaluate import evaluate_cases
 from retinaunet.evaluation.io import load_ground_truth, load_predictions
 from retinaunet.io import read_case
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="JSON with the figures; predictions beside it")
     args = p.parse_args()
 
-    from preprocessing.preprocess import preprocess_case
+    from retinaunet.preprocessing.preprocess import preprocess_case
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     paths = TaskPaths.from_task(args.task)

@@ -76,7 +76,8 @@ def test_rud_evaluate(tmp_path, broken_disk, capsys):
 
 
 def test_rud_predict(tmp_path, broken_disk, capsys):
-    from inference.cli import main
+    from retinaunet.inference.cli import main
+
     from tests.test_predict_cli import make_model_folder, write_image
 
     plans = make_test_plans(dim=2)
@@ -168,7 +169,8 @@ def test_invalid_json_plans(data_root, capsys):
 
 
 def test_zero_spacing_in_a_model_folder(tmp_path, capsys):
-    from inference.cli import main
+    from retinaunet.inference.cli import main
+
     from tests.test_predict_cli import make_model_folder, write_image
 
     plans = make_test_plans(dim=2)

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from retinaunet.inference.consolidate import consolidate_task, ensemble_of_two
+from retinaunet.inference.raw import save_raw
 
-from inference.consolidate import consolidate_task, ensemble_of_two
-from inference.raw import save_raw
 from retinaunet.model_folder import ModelFolder
 from retinaunet.plans import PlansError, load_plans, make_test_plans, plan_names, save_plans, save_task_plans
 from tests.test_predict_cli import make_model_folder
@@ -34,7 +34,8 @@ def test_plans_file_holds_several_configurations_and_old_files_still_load(tmp_pa
 
 
 def test_rud_plan_adds_configurations_side_by_side(tmp_path, monkeypatch, capsys):
-    from planning.cli import main as plan_main
+    from retinaunet.planning.cli import main as plan_main
+
     from retinaunet.toy import Toy3DConfig, write_toy_task
 
     task = write_toy_task("spheres", tmp_path, config=Toy3DConfig(num_train=6, num_test=1), progress=False)
@@ -93,7 +94,8 @@ def test_ensemble_of_two_configurations_clusters_their_boxes():
 
 
 def test_rud_predict_merges_two_configurations(tmp_path):
-    from inference.cli import main
+    from retinaunet.inference.cli import main
+
     from tests.test_predict_cli import write_image
 
     task = tmp_path / "Task000_Test"

@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 import pytest
+from retinaunet.inference.cli import main as rud_predict
+from retinaunet.planning.cli import main as rud_plan
+from retinaunet.preprocessing.cli import main as rud_preprocess
 
-from inference.cli import main as rud_predict
-from planning.cli import main as rud_plan
-from preprocessing.cli import main as rud_preprocess
 from retinaunet.convert.cli import main as rud_convert
 from retinaunet.convert.lidc import LidcScan, ReaderMark, convert_lidc_scans, find_dicom_series
 from retinaunet.evaluation.cli import main as rud_evaluate

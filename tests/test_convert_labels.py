@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from retinaunet.planning.pipeline import plan_task
 
-from planning.pipeline import plan_task
 from retinaunet.convert.cli import main as rud_convert
 from retinaunet.convert.labels import convert_labels
 from retinaunet.convert.seg2det import convert_seg2det, instances_from_semantic

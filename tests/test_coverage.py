@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from retinaunet.planning.anchors_plan import optimise_anchors
+from retinaunet.planning.coverage import bucket_names, choose_matching, coverage_table, grid_best_iou, matcher_positives
+from retinaunet.planning.topology import choose_head_levels, level_strides, plan_strides
 
-from planning.anchors_plan import optimise_anchors
-from planning.coverage import bucket_names, choose_matching, coverage_table, grid_best_iou, matcher_positives
-from planning.topology import choose_head_levels, level_strides, plan_strides
 from retinaunet.anchors import AdaptiveMatcher, AnchorGenerator, Matcher
 from retinaunet.boxes import box_iou
 from retinaunet.evaluation.io import CaseBoxes

@@ -84,7 +84,7 @@ def _fp(spacings, objects=1):
 
 
 def test_dataset_without_objects_warns():
-    from planning.fingerprint import fingerprint_warnings
+    from retinaunet.planning.fingerprint import fingerprint_warnings
 
     assert fingerprint_warnings(_fp([(2.0, 1.0, 1.0)] * 3)) == []
     warnings = fingerprint_warnings(_fp([(2.0, 1.0, 1.0)] * 3, objects=0))
@@ -92,7 +92,7 @@ def test_dataset_without_objects_warns():
 
 
 def test_spacing_outliers_warn():
-    from planning.fingerprint import fingerprint_warnings
+    from retinaunet.planning.fingerprint import fingerprint_warnings
 
     warnings = fingerprint_warnings(_fp([(2.0, 1.0, 1.0)] * 4 + [(0.001, 1.0, 1.0), (2.0, 100.0, 100.0)]))
     assert len(warnings) == 2 and warnings[0].startswith("c4:") and warnings[1].startswith("c5:")

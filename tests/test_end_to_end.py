@@ -11,11 +11,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from retinaunet.inference.cli import main as rud_predict
+from retinaunet.inference.predictor import Predictor
+from retinaunet.planning.cli import main as rud_plan
+from retinaunet.preprocessing.cli import main as rud_preprocess
 
-from inference.cli import main as rud_predict
-from inference.predictor import Predictor
-from planning.cli import main as rud_plan
-from preprocessing.cli import main as rud_preprocess
 from retinaunet.evaluation.ap import average_precision, mean_over_classes
 from retinaunet.evaluation.cli import main as rud_evaluate
 from retinaunet.io import read_json

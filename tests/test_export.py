@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from retinaunet.inference.export import box_mask, export_case, seg_to_original, write_run_csv
+from retinaunet.inference.predictor import CasePrediction
+from retinaunet.preprocessing.preprocess import preprocess_case
 
-from inference.export import box_mask, export_case, seg_to_original, write_run_csv
-from inference.predictor import CasePrediction
-from preprocessing.preprocess import preprocess_case
 from retinaunet.coordinates import box_world
 from retinaunet.io import Geometry
 from retinaunet.plans import make_test_plans

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from retinaunet.inference.instances import instance_map
 
-from inference.instances import instance_map
 from retinaunet.evaluation.operating_point import operating_curve, operating_point, propose_threshold
 from tests.test_predict_cli import make_model_folder, write_image
 
@@ -25,7 +25,8 @@ def test_instance_map_cuts_each_box_from_its_class_and_best_box_wins():
 
 
 def test_rud_predict_save_instances(tmp_path):
-    from inference.cli import main
+    from retinaunet.inference.cli import main
+
     from retinaunet.plans import make_test_plans
 
     plans = make_test_plans(dim=2, num_classes=2)

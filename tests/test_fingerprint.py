@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from retinaunet.planning.fingerprint import compute_fingerprint, fingerprint_case, load_or_compute_fingerprint
 
-from planning.fingerprint import compute_fingerprint, fingerprint_case, load_or_compute_fingerprint
 from retinaunet.dataset import list_cases
 from retinaunet.io import read_case, read_label
 from retinaunet.toy import Toy3DConfig, write_toy_task

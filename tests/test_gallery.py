@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from inference.gallery import gallery_panel, write_gallery
+from retinaunet.inference.gallery import gallery_panel, write_gallery
 
 
 def _panel(case, image, entries):

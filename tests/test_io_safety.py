@@ -10,8 +10,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from retinaunet.inference.export import write_run_csv
 
-from inference.export import write_run_csv
 from retinaunet.io import Geometry, ReadError, read_image, read_label, write_image, write_json
 
 GEOM3 = Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()), (8, 16, 16))
@@ -79,7 +79,8 @@ def test_label_ids_beyond_int32_keep_their_objects_and_classes(tmp_path, big):
 
 
 def test_label_memory_does_not_grow_with_the_id(tmp_path):
-    from planning.fingerprint import fingerprint_case
+    from retinaunet.planning.fingerprint import fingerprint_case
+
     from retinaunet.dataset import Case
 
     two = Geometry((1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0), (48, 48))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from retinaunet.planning.budget import cpu_budget
+from retinaunet.planning.measure import measure_steps
+from retinaunet.planning.memory import activation_elements, estimate_flops, estimate_memory, parameter_count
+from retinaunet.planning.topology import network_template, plan_strides
 
-from planning.budget import cpu_budget
-from planning.measure import measure_steps
-from planning.memory import activation_elements, estimate_flops, estimate_memory, parameter_count
-from planning.topology import network_template, plan_strides
 from retinaunet.models import build_model
 from retinaunet.plans import NetworkPlan, make_test_plans
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from inference.merge import connected_run, merge_2d_to_3d
+from retinaunet.inference.merge import connected_run, merge_2d_to_3d
 
 
 def test_connected_run():

@@ -46,7 +46,8 @@ def test_plan_name_from_plans_or_override_is_refused(tmp_path):
 
 def test_force_delete_stays_inside(data_root):
     """rud_train --force and rud_preprocess with a hostile plan_name touch nothing outside the task."""
-    from preprocessing.cli import main as preprocess_main
+    from retinaunet.preprocessing.cli import main as preprocess_main
+
     from retinaunet.training.cli import main as train_main
 
     task = data_root / "Task001_A"

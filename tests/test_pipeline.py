@@ -1,5 +1,5 @@
 """One prediction path: rud_predict, the trainer's validation and its test prediction all run their cases
-through inference.pipeline.PredictionRun and the plans' ordered post-processing steps (the test prediction
+through retinaunet.inference.pipeline.PredictionRun and the plans' ordered post-processing steps (the test prediction
 of a fold is exercised end to end in test_end_to_end)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from retinaunet.inference import postprocess
+from retinaunet.inference.cli import predict_folder
+from retinaunet.inference.pipeline import PredictionRun
 
-from inference import postprocess
-from inference.cli import predict_folder
-from inference.pipeline import PredictionRun
 from retinaunet.models import Detections
 from retinaunet.plans import PlansError, make_test_plans
 from retinaunet.training.trainer import Trainer, TrainOptions

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from retinaunet.planning.anchors_plan import anchor_shapes, best_anchor_iou, optimise_anchors
+from retinaunet.planning.budget import cpu_budget, gpu_budget
+from retinaunet.planning.cli import main as plan_main
+from retinaunet.planning.fingerprint import load_or_compute_fingerprint
+from retinaunet.planning.memory import estimate_flops, estimate_memory
+from retinaunet.planning.pipeline import plan_task
+from retinaunet.planning.planner import choose_mode, choose_target_spacing, plan_from_fingerprint
+from retinaunet.planning.topology import plan_strides
 
-from planning.anchors_plan import anchor_shapes, best_anchor_iou, optimise_anchors
-from planning.budget import cpu_budget, gpu_budget
-from planning.cli import main as plan_main
-from planning.fingerprint import load_or_compute_fingerprint
-from planning.memory import estimate_flops, estimate_memory
-from planning.pipeline import plan_task
-from planning.planner import choose_mode, choose_target_spacing, plan_from_fingerprint
-from planning.topology import plan_strides
 from retinaunet.anchors import AnchorGenerator
 from retinaunet.boxes import box_iou
 from retinaunet.dataset import DatasetError

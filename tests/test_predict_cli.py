@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-from inference.cli import (
+from retinaunet.inference.cli import (
     InputError,
     OutputExistsError,
     find_input_cases,
@@ -17,6 +16,7 @@ from inference.cli import (
     predict_folder,
     shard_cases,
 )
+
 from retinaunet.io import write_json
 from retinaunet.model_folder import ModelFolder, checkpoint_state, save_checkpoint
 from retinaunet.models import build_model

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+import retinaunet.inference.cli
+import retinaunet.inference.pipeline
+from retinaunet.inference.cli import main, predict_folder
 
-import inference.cli
-import inference.pipeline
-from inference.cli import main, predict_folder
 from retinaunet.model_folder import ModelFolderError
 from retinaunet.plans import make_test_plans
 from tests.test_predict_cli import make_model_folder, write_image
@@ -30,14 +30,14 @@ def setup(tmp_path):
 
 
 def _interrupt_after(monkeypatch, n):
-    real, calls = inference.pipeline.export_case, []
+    real, calls = retinaunet.inference.pipeline.export_case, []
 
     def export(*args, **kwargs):
         if len(calls) == n:
             raise KeyboardInterrupt
         calls.append(1)
         return real(*args, **kwargs)
-    monkeypatch.setattr(inference.pipeline, "export_case", export)
+    monkeypatch.setattr(retinaunet.inference.pipeline, "export_case", export)
 
 
 def _files(folder):
@@ -53,7 +53,7 @@ def test_continue_equals_an_uninterrupted_run(setup, tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             predict_folder(model_dir, inp, tmp_path / "resumed", **kw)
     assert sorted(_files(tmp_path / "resumed")) == ["a.json", "b.json"]
-    with pytest.raises(inference.cli.OutputExistsError, match="--continue"):
+    with pytest.raises(retinaunet.inference.cli.OutputExistsError, match="--continue"):
         predict_folder(model_dir, inp, tmp_path / "resumed", **kw)
     predict_folder(model_dir, inp, tmp_path / "resumed", resume=True, **kw)
     assert _files(tmp_path / "resumed") == _files(tmp_path / "straight")
@@ -81,4 +81,4 @@ def test_model_folder_of_another_task_is_refused(setup, tmp_path, capsys):
     assert main(["-t", str(task), "-i", str(inp), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 1
     assert "trained on task Task001_Other" in capsys.readouterr().err
     with pytest.raises(ModelFolderError):
-        inference.cli.check_model_task(model_dir, task.name)
+        retinaunet.inference.cli.check_model_task(model_dir, task.name)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import retinaunet.inference.raw as raw_module
 import torch
+from retinaunet.inference.predictor import Predictor, flip_boxes, mirror_views
 from torch import nn
 
-import inference.raw as raw_module
-from inference.predictor import Predictor, flip_boxes, mirror_views
 from retinaunet.models import Detections, build_model
 from retinaunet.plans import make_test_plans
 

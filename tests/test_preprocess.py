@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from retinaunet.preprocessing.cli import main as preprocess_main
+from retinaunet.preprocessing.normalize import normalize_channel
+from retinaunet.preprocessing.preprocess import preprocess_case
+from retinaunet.preprocessing.resample import resample_array, resample_labels, resampled_shape, source_coordinates
+from retinaunet.preprocessing.task import preprocess_task
 from scipy import ndimage
 
-from preprocessing.cli import main as preprocess_main
-from preprocessing.normalize import normalize_channel
-from preprocessing.preprocess import preprocess_case
-from preprocessing.resample import resample_array, resample_labels, resampled_shape, source_coordinates
-from preprocessing.task import preprocess_task
 from retinaunet.coordinates import CaseCoordinates
 from retinaunet.crop import nonzero_box
 from retinaunet.io import Geometry, read_case
@@ -175,7 +175,8 @@ def test_failing_case_is_named_and_others_go_on(toy_task, monkeypatch, capsys):
 
 
 def test_plan_and_preprocess_end_to_end_2d_toy_and_thin_slices(tmp_path, monkeypatch):
-    from planning.cli import main as plan_main
+    from retinaunet.planning.cli import main as plan_main
+
     from retinaunet.toy import Toy2DConfig
     from tests.test_planner import write_thin_slice_task
 
@@ -193,7 +194,8 @@ def test_plan_and_preprocess_end_to_end_2d_toy_and_thin_slices(tmp_path, monkeyp
         assert data.ndim == data_dims + 1 and abs(float(np.mean(data))) < 0.2  # z-scored per case
         assert len(meta["boxes"]) >= 1 and all(len(b) == 2 * data_dims for b in meta["boxes"].values())
     # a new image of the thin-slice task through the same code, as rud_predict uses it
-    from preprocessing.preprocess import preprocess_image_files
+    from retinaunet.preprocessing.preprocess import preprocess_image_files
+
     from retinaunet.plans import load_plans
 
     plans = load_plans(thin / "plans.json")

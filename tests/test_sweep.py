@@ -8,12 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from retinaunet.inference.predictor import Predictor
+from retinaunet.inference.raw import RawPrediction, consolidate_raw, load_raw, save_raw
+from retinaunet.inference.settings import apply_inference_overrides
+from retinaunet.inference.sweep import SweepCase, metric_value, sweep
+from retinaunet.inference.tune import sweep_folds, write_sweep
 
-from inference.predictor import Predictor
-from inference.raw import RawPrediction, consolidate_raw, load_raw, save_raw
-from inference.settings import apply_inference_overrides
-from inference.sweep import SweepCase, metric_value, sweep
-from inference.tune import sweep_folds, write_sweep
 from retinaunet.model_folder import ModelFolder
 from retinaunet.models import build_model
 from retinaunet.plans import Plans, PlansError, make_test_plans
@@ -119,7 +119,7 @@ def test_rud_predict_uses_the_swept_values_and_records_overrides(tmp_path):
     assert source == folder.fold(0).sweep_file and tuned.inference.min_score == chosen["min_score"]
     assert folder.tuned_plans([0, 1])[1] is None  # two folds swept apart: the planned values
     write_image(tmp_path / "images" / "a_0000.nii.gz", rng.normal(size=(64, 64)), (1, 1))
-    from inference.cli import predict_folder
+    from retinaunet.inference.cli import predict_folder
 
     predict_folder(model_dir, tmp_path / "images", tmp_path / "out", [0], progress=False,
                    overrides=["max_detections=1", "inference.min_score=0"])
@@ -170,8 +170,8 @@ def test_sweep_folds_needs_raw_predictions(tmp_path):
 
 
 def test_rud_sweep_and_rud_consolidate_commands(tmp_path, capsys):
-    from inference.consolidate_cli import main as consolidate_main
-    from inference.sweep_cli import main as sweep_main
+    from retinaunet.inference.consolidate_cli import main as consolidate_main
+    from retinaunet.inference.sweep_cli import main as sweep_main
 
     plans = make_test_plans(dim=2, num_classes=1)
     task = tmp_path / "Task000_Test"

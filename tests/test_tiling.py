@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from retinaunet.inference.tiling import TileGrid, extract_tile, tile_slices, tile_starts
 
-from inference.tiling import TileGrid, extract_tile, tile_slices, tile_starts
 from retinaunet.store import context_slice
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from inference.wbc import (
+from retinaunet.inference.wbc import (
     consolidate,
     patch_center_factor,
     weighted_box_clustering,

@@ -258,7 +258,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> float:
         """mAP at IoU 0.1 of the val cases, predicted whole (one view, this epoch's weights)."""
-        from inference.pipeline import PredictionRun
+        from retinaunet.inference.pipeline import PredictionRun
 
         self.model.eval()
         run = PredictionRun([self.model], self.plans, self.device, predictor_options={"mirror": False})
@@ -312,7 +312,7 @@ class Trainer:
     # --------------------------------------------------------------------------------------------- tune
     def tune(self) -> dict:
         """Keep the raw val predictions of the kept epochs x mirroring, and sweep the inference settings."""
-        from inference.tune import sweep_folds, write_raw_predictions
+        from retinaunet.inference.tune import sweep_folds, write_raw_predictions
 
         if not self.split["val"]:
             logger.warning(f"fold {self.opts.fold}: no val cases; inference settings stay as planned")
@@ -327,9 +327,9 @@ class Trainer:
     def finish(self) -> dict:
         """Predict the fold's test cases with the best epochs and the fold's inference settings (a sweep's
         chosen values, else the planned ones), export and evaluate them."""
-        from inference.pipeline import PredictionRun
         from retinaunet.evaluation.evaluate import evaluate_cases, write_results
         from retinaunet.evaluation.io import load_ground_truth, load_predictions
+        from retinaunet.inference.pipeline import PredictionRun
 
         cases = self.split["test"]
         if not cases:
