@@ -65,7 +65,9 @@ PROFILES = {
                      models=("retina_unet", "retina_net", "det_unet", "u_faster_rcnn"),
                      num_val=16, num_test=80, epochs=2, batches=50, keep_best=1, mirror=False),
     # The paper's sizes of data (1000 train pool, 500 val, 1000 test), all six models, the planner's
-    # training length and inference (best epochs, mirroring): GPU work.
+    # training length and inference (best epochs, mirroring): GPU work, and a lot of it: 324 cells, each
+    # the planner's GPU schedule (100 x 200 batches; the shapes plan ran 61 s per 200 batches on an H100).
+    # Run parts of it (--kinds, --models, --sizes, --seeds) or shorten it (--epochs, --batches).
     "full": Profile(sizes=(20, 50, 100, 200, 500, 1000), seeds=(0, 1, 2),
                     models=tuple(MODEL_NAMES), num_val=500, num_test=1000),
 }
@@ -114,7 +116,7 @@ def prepare_task(kind: str, root: Path, prof: Profile) -> Path:
     from preprocessing.cli import main as preprocess_main
     from retinaunet.toy_cli import main as example_main
 
-    number, pool = TASK_NUMBERS[kind], max(prof.sizes)
+    number, pool = TASK_NUMBERS[kind], _pool(prof)
     task_dir = root / f"Task{number:03d}_Study{kind.capitalize()}"
     want = {"kind": kind, "num_train": pool + prof.num_val, "num_test": prof.num_test}
     marker = task_dir / "study_data.json"
@@ -132,9 +134,13 @@ def prepare_task(kind: str, root: Path, prof: Profile) -> Path:
     return task_dir
 
 
+def _pool(prof: Profile) -> int:
+    return int(prof.extra.get("pool", max(prof.sizes)))
+
+
 def study_split(prof: Profile, n: int, seed: int) -> dict[str, list[str]]:
     """Fold 0 of a cell: n training images drawn from the pool by the seed (nested over n), fixed val."""
-    pool = max(prof.sizes)
+    pool = _pool(prof)
     order = np.random.default_rng(1000 + seed).permutation(pool)
     train = sorted(f"case_{i:04d}" for i in order[:n])
     val = [f"case_{i:04d}" for i in range(pool, pool + prof.num_val)]
@@ -295,15 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu" if not __import__("torch").cuda.is_available() else "cuda")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=None, help="only these tasks")
     parser.add_argument("--models", nargs="+", choices=tuple(MODEL_NAMES), default=None, help="only these models")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="only these training-set sizes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per cell (changes results)")
+    parser.add_argument("--batches", type=int, default=None, help="batches per epoch (changes results)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite CSV, table and figure")
     args = parser.parse_args(argv)
 
     name = "quick" if args.quick else "full"
     prof = PROFILES[name]
-    if args.kinds:
-        prof.kinds = tuple(args.kinds)
-    if args.models:
-        prof.models = tuple(args.models)
+    for key in ("kinds", "models", "seeds"):
+        if getattr(args, key):
+            setattr(prof, key, tuple(getattr(args, key)))
+    if args.sizes:  # the pool stays the profile's largest size, so the data and the draws do not change
+        prof.extra["pool"] = max(prof.sizes)
+        prof.sizes = tuple(sorted(args.sizes))
+    if args.epochs is not None:
+        prof.epochs = args.epochs
+    if args.batches is not None:
+        prof.batches = args.batches
     root = (args.data_root or ROOT / "data" / f"toy_study_{name}").resolve()
     out_dir = (args.out or ROOT / "docs" / "toy_study" / name).resolve()
     cells_dir = root / "cells"
@@ -318,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     from loguru import logger
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    training = {k: getattr(prof, k) for k in ("epochs", "batches", "keep_best", "mirror", "num_val", "num_test")}
+    settings = root / "training_settings.json"
+    if settings.exists() and json.loads(settings.read_text()) != training:
+        raise SystemExit(f"{settings}: the finished cells were trained with other settings "
+                         f"({settings.read_text().strip()}); use another --data-root to compare")
+    _write_json(training, settings)
     _write_json({"profile": name, **asdict(prof)}, root / "profile.json")
     order = cell_order(prof)
     todo = [c for c in order if not (cells_dir / f"{cell_key(c[2], c[1], c[3], c[0])}.json").exists()]
