@@ -16,6 +16,9 @@ are rewritten from all finished cells, so an interrupted study still leaves its 
     .venv/bin/python scripts/toy_study.py --quick     # 2-core CPU: 3 sizes x 2 seeds x 4 models x 3 tasks
     .venv/bin/python scripts/toy_study.py             # full profile (a GPU): the paper's data sizes, six models
     .venv/bin/python scripts/toy_study.py --quick --report-only   # rewrite table and figure from the cells
+
+Parts of one study may run at once in separate processes as long as no two share a task (each task
+folder holds one splits.json and one model folder per model): e.g. one process per ``--kinds``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +99,13 @@ def log(msg: str) -> None:
     print(f"[toy_study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _tmp(path: Path) -> Path:
+    """A temporary name beside ``path``, private to this process (several workers may share a study)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
 def _write_json(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _tmp(path)
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
 
@@ -205,7 +213,7 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str, int], list[float]]:
 
 def write_csv(cells: list[dict], path: Path) -> None:
     cols = ["kind", "n", "model", "seed", "ap", "best_val_ap", "train_s", "predict_s", "device", "finished"]
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _tmp(path)
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols + ["ap_" + k for k in ("0", "1")], extrasaction="ignore")
         w.writeheader()
@@ -270,7 +278,7 @@ def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
     np.atleast_1d(axes)[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = _tmp(path)
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
@@ -284,7 +292,9 @@ def write_report(cells_dir: Path, out_dir: Path, prof: Profile, name: str) -> No
     total = len(prof.kinds) * len(prof.sizes) * len(prof.models) * len(prof.seeds)
     title = f"Toy study ({name} profile): {len(cells)} of {total} cells"
     write_csv(cells, out_dir / "toy_study.csv")
-    (out_dir / "toy_study.md").write_text(markdown_table(cells, prof, f"### {title}"))
+    md = _tmp(out_dir / "toy_study.md")
+    md.write_text(markdown_table(cells, prof, f"### {title}"))
+    os.replace(md, out_dir / "toy_study.md")
     plot(cells, prof, out_dir / "toy_study.png", title + "; line: mean over seeds, band: min-max")
 
 
@@ -305,11 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per cell (changes results)")
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch (changes results)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite CSV, table and figure")
     args = parser.parse_args(argv)
 
     name = "quick" if args.quick else "full"
-    prof = PROFILES[name]
+    whole = PROFILES[name]  # the report covers the whole profile, even when this process runs a part
+    prof = replace(whole, extra=dict(whole.extra))
     for key in ("kinds", "models", "seeds"):
         if getattr(args, key):
             setattr(prof, key, tuple(getattr(args, key)))
@@ -327,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RUD_DATA"] = str(root)
     if not sys.stderr.isatty():  # a log file: the per-cell lines below, not progress bars
         os.environ.setdefault("TQDM_DISABLE", "1")
+    if args.threads:
+        __import__("torch").set_num_threads(args.threads)
     if args.report_only:
-        write_report(cells_dir, out_dir, prof, name)
+        write_report(cells_dir, out_dir, whole, name)
         return 0
 
     from loguru import logger
@@ -340,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{settings}: the finished cells were trained with other settings "
                          f"({settings.read_text().strip()}); use another --data-root to compare")
     _write_json(training, settings)
-    _write_json({"profile": name, **asdict(prof)}, root / "profile.json")
+    _write_json({"profile": name, **asdict(whole)}, root / "profile.json")
     order = cell_order(prof)
     todo = [c for c in order if not (cells_dir / f"{cell_key(c[2], c[1], c[3], c[0])}.json").exists()]
     log(f"{name} profile: {len(order)} cells, {len(order) - len(todo)} already done, device {args.device}")
@@ -350,12 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         key = cell_key(kind, n, model, seed)
         record = run_cell(tasks[kind], prof, kind, n, model, seed, args.device)
         _write_json(record, cells_dir / f"{key}.json")
-        write_report(cells_dir, out_dir, prof, name)
+        write_report(cells_dir, out_dir, whole, name)
         elapsed = time.perf_counter() - start
         log(f"{i + 1}/{len(todo)} {key}: AP@0.1 {record['ap'] or 0.0:.3f} (train {record['train_s']:.0f} s, "
             f"predict {record['predict_s']:.0f} s; {elapsed / 60:.1f} min so far, "
             f"~{elapsed / (i + 1) * (len(todo) - i - 1) / 60:.0f} min left)")
-    write_report(cells_dir, out_dir, prof, name)
+    write_report(cells_dir, out_dir, whole, name)
     log(f"done: {out_dir}")
     return 0
 
