@@ -224,15 +224,14 @@ def write_csv(cells: list[dict], path: Path) -> None:
 
 
 def markdown_table(cells: list[dict], prof: Profile, title: str) -> str:
-    """Mean AP@0.1 (%) over seeds, with the range, per model (rows) and task x size (columns)."""
+    """Mean AP@0.1 (%) over seeds with the range, per task and size (rows) and model (columns)."""
     groups = summarise(cells)
-    kinds = [k for k in prof.kinds if any(c["kind"] == k for c in cells)]
-    head = "| model | " + " | ".join(f"{k} n={n}" for k in kinds for n in prof.sizes) + " |"
-    lines = [title, "", head, "|" + "---|" * (1 + len(kinds) * len(prof.sizes))]
-    for m in prof.models:
-        row = []
-        for k in kinds:
-            for n in prof.sizes:
+    lines = [title, "", "| task | n | " + " | ".join(MODEL_NAMES[m] for m in prof.models) + " |",
+             "|---|---|" + "---|" * len(prof.models)]
+    for k in prof.kinds:
+        for n in prof.sizes:
+            row = []
+            for m in prof.models:
                 v = groups.get((k, m, n))
                 if not v:
                     row.append("-")
@@ -240,9 +239,9 @@ def markdown_table(cells: list[dict], prof: Profile, title: str) -> str:
                     row.append(f"{100 * v[0]:.1f} (1 seed)")
                 else:
                     row.append(f"{100 * np.mean(v):.1f} ({100 * min(v):.0f}-{100 * max(v):.0f})")
-        lines.append(f"| {MODEL_NAMES[m]} | " + " | ".join(row) + " |")
-    lines += ["", f"AP@0.1 in % on the same {prof.num_test} held-out images per task: mean over seeds "
-              f"{list(prof.seeds)} (min-max in brackets); '-' not yet run."]
+            lines.append(f"| {k} | {n} | " + " | ".join(row) + " |")
+    lines += ["", f"AP@0.1 in % on the same {prof.num_test} held-out images per task: mean over the seeds run "
+              f"(of {list(prof.seeds)}; min-max in brackets); '-' not run yet."]
     return "\n".join(lines) + "\n"
 
 

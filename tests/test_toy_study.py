@@ -48,6 +48,6 @@ def test_report_from_finished_cells(tmp_path):
         (cells / f"{ts.cell_key(kind, n, model, seed)}.json").write_text(json.dumps(record))
     ts.write_report(cells, tmp_path / "out", prof, "quick")
     table = (tmp_path / "out" / "toy_study.md").read_text()
-    assert "8 of 72 cells" in table and "| Retina U-Net | 50.0 (1 seed)" in table
+    assert "8 of 72 cells" in table and "| shapes | 8 | 50.0 (1 seed) | 50.0 (1 seed) |" in table
     assert (tmp_path / "out" / "toy_study.png").stat().st_size > 0
     assert len((tmp_path / "out" / "toy_study.csv").read_text().splitlines()) == 9
