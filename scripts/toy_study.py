@@ -267,6 +267,7 @@ def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
             for n, v in pts:
                 ax.scatter([n] * len(v), v, color=colors[m], s=8, alpha=0.5)
         ax.set_xscale("log")
+        ax.set_xlim(min(prof.sizes) / 1.5, max(prof.sizes) * 1.5)
         ax.set_xticks(list(prof.sizes), [str(n) for n in prof.sizes])
         ax.minorticks_off()
         ax.set_title(kind)
