@@ -189,6 +189,9 @@ def inference(quick: bool) -> list[Row]:
                         "the same without mirroring" if base else "", base["seconds"] if base else None,
                         r["seconds"] / base["seconds"] if base else None, "x the baseline's time",
                         f"{r['tiles']} tiles; peak RSS {r['maxrss_mb']:.0f} MB"))
+    rows.append(Row("inference", "  peak memory (RSS), 8 mirrored views", mirrored["maxrss_mb"], "MB",
+                    "the same without mirroring", plain["maxrss_mb"], mirrored["maxrss_mb"] / plain["maxrss_mb"],
+                    "x the baseline", f"input volume {plain['data_mb']:.0f} MB"))
     if not quick:
         stub = bench_inference.run_config([300, 512, 512], mirror=False, keep_seg=False, network="stub")
         rows.append(Row("inference", "whole case 300 x 512 x 512, stub network (pipeline only), boxes",
