@@ -21,7 +21,7 @@ def _module():
 def test_splits_are_nested_per_seed_and_share_val():
     ts = _module()
     prof = ts.PROFILES["quick"]
-    small, large = ts.study_split(prof, 8, 0), ts.study_split(prof, 32, 0)
+    small, large = ts.study_split(prof, 8, 0), ts.study_split(prof, 128, 0)
     assert len(small["train"]) == 8 and set(small["train"]) <= set(large["train"])
     assert small["val"] == large["val"] == ts.study_split(prof, 8, 1)["val"]
     assert not set(small["val"]) & set(large["train"])
@@ -48,6 +48,6 @@ def test_report_from_finished_cells(tmp_path):
         (cells / f"{ts.cell_key(kind, n, model, seed)}.json").write_text(json.dumps(record))
     ts.write_report(cells, tmp_path / "out", prof, "quick")
     table = (tmp_path / "out" / "toy_study.md").read_text()
-    assert "8 of 72 cells" in table and "| shapes | 8 | 50.0 (1 seed) | 50.0 (1 seed) |" in table
+    assert "8 of 48 cells" in table and "| shapes | 8 | 50.0 (1 seed) | 50.0 (1 seed) |" in table
     assert (tmp_path / "out" / "toy_study.png").stat().st_size > 0
     assert len((tmp_path / "out" / "toy_study.csv").read_text().splitlines()) == 9
