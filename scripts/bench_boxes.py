@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,14 +76,15 @@ def best_time(fn: Callable[[], object], budget: float = 1.0, max_repeats: int = 
     return min(times)
 
 
-def row(op: str, dim: int, n: int, kept: str, t_py: str, t: dict[str, float], same: bool) -> str:
-    py = float(t_py.lstrip("~")) / 1e3
-    return (f"{op:<5}{dim:>4}{n:>7}{kept:>7}{t_py:>12}{t['numba'] * 1e3:>10.2f}{t['torch'] * 1e3:>10.2f}"
-            f"{py / t['numba']:>9.0f}{py / t['torch']:>9.1f}{t['torch'] / t['numba']:>13.1f}"
-            f"{'yes' if same else 'NO':>6}")
+def row(r: dict) -> str:
+    t_py = f"{'~' if r['python_scaled'] else ''}{r['python_s'] * 1e3:.1f}"
+    return (f"{r['op']:<5}{r['dim']:>4}{r['n']:>7}{r['kept']:>7}{t_py:>12}{r['numba_s'] * 1e3:>10.2f}"
+            f"{r['torch_s'] * 1e3:>10.2f}{r['python_s'] / r['numba_s']:>9.0f}{r['python_s'] / r['torch_s']:>9.1f}"
+            f"{r['torch_s'] / r['numba_s']:>13.1f}{'yes' if r['same'] else 'NO':>6}")
 
 
-def bench_iou(boxes: np.ndarray, other: np.ndarray, ref_rows: int) -> str:
+def bench_iou(boxes: np.ndarray, other: np.ndarray, ref_rows: int) -> dict:
+    """IoU matrix boxes x other: Python loop (timed on ``ref_rows`` rows, scaled), numba, torch."""
     n, dim = len(boxes), boxes.shape[1] // 2
     rows = min(ref_rows, n)
     t_py = best_time(lambda: python_iou(boxes[:rows], other), max_repeats=1) * n / rows
@@ -91,10 +92,12 @@ def bench_iou(boxes: np.ndarray, other: np.ndarray, ref_rows: int) -> str:
     t = {"numba": best_time(lambda: box_iou_np(boxes, other)), "torch": best_time(lambda: box_iou(tb, to))}
     same = np.allclose(box_iou_np(boxes, other), box_iou(tb, to).numpy(), atol=1e-5) and np.allclose(
         python_iou(boxes[:rows], other), box_iou_np(boxes[:rows], other))
-    return row("iou", dim, n, "", f"{'~' if rows < n else ''}{t_py * 1e3:.1f}", t, same)
+    return {"op": "iou", "dim": dim, "n": n, "kept": "", "python_s": t_py, "python_scaled": rows < n,
+            "numba_s": t["numba"], "torch_s": t["torch"], "same": bool(same)}
 
 
-def bench_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> str:
+def bench_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> dict:
+    """NMS at IoU ``thr``: Python loop, numba, torch; ``same`` when all keep the same indices."""
     n, dim = len(boxes), boxes.shape[1] // 2
     t0 = time.perf_counter()
     ref = python_nms(boxes, scores, thr)
@@ -102,7 +105,25 @@ def bench_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> str:
     tb, ts = torch.from_numpy(boxes).float(), torch.from_numpy(scores).float()
     t = {"numba": best_time(lambda: nms_np(boxes, scores, thr)), "torch": best_time(lambda: nms(tb, ts, thr))}
     same = nms_np(boxes, scores, thr).tolist() == ref == nms(tb, ts, thr).tolist()
-    return row("nms", dim, n, str(len(ref)), f"{t_py * 1e3:.1f}", t, same)
+    return {"op": "nms", "dim": dim, "n": n, "kept": str(len(ref)), "python_s": t_py, "python_scaled": False,
+            "numba_s": t["numba"], "torch_s": t["torch"], "same": bool(same)}
+
+
+def measure(sizes: Sequence[int] = (1000, 5000), threshold: float = 0.1, iou_cols: int = 1000,
+            ref_rows: int = 100, threads: int = 1) -> list[dict]:
+    """IoU and NMS rows (2D, then 3D; each size) with times in seconds; numba compiled beforehand."""
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    warm, warm_scores = make_boxes(rng, 50, 2)
+    box_iou_np(warm, warm)
+    nms_np(warm, warm_scores, 0.5)  # numba compilation is not part of the timings
+    rows = []
+    for dim in (2, 3):
+        for n in sizes:
+            boxes, scores = make_boxes(rng, n, dim)
+            rows.append(bench_iou(boxes, boxes[:iou_cols], ref_rows))
+            rows.append(bench_nms(boxes, scores, threshold))
+    return rows
 
 
 def main() -> None:
@@ -114,23 +135,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: like numba, and stable on a busy machine)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    rng = np.random.default_rng(0)
-    warm, warm_scores = make_boxes(rng, 50, 2)
-    box_iou_np(warm, warm)
-    nms_np(warm, warm_scores, 0.5)  # numba compilation is not part of the timings
+    rows = measure(args.sizes, args.threshold, args.iou_cols, args.ref_rows, args.threads)
     print(f"torch {torch.__version__} CPU, {torch.get_num_threads()} thread(s), float32 boxes; numba float64; "
           f"NMS threshold {args.threshold}; IoU matrices N x {args.iou_cols}")
     header = f"{'op':<5}{'dim':>4}{'N':>7}{'kept':>7}{'python ms':>12}{'numba ms':>10}{'torch ms':>10}" \
              f"{'numba x':>9}{'torch x':>9}{'torch/numba':>13}{'same':>6}"
     print(header)
     print("-" * len(header))
-    for dim in (2, 3):
-        for n in args.sizes:
-            boxes, scores = make_boxes(rng, n, dim)
-            print(bench_iou(boxes, boxes[: args.iou_cols], args.ref_rows))
-            print(bench_nms(boxes, scores, args.threshold))
+    for r in rows:
+        print(row(r))
     print("x = speed-up over the plain Python loop (~: timed on the first rows, scaled to N);\n"
           "torch/numba = torch time / numba time; same = identical IoU values / kept indices")
 

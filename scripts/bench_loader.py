@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,14 +65,8 @@ def time_loader(folder: Path, names: list[str], plans, workers: int, augment: bo
     return patches / elapsed, (1000 * cpu / patches if workers == 0 else None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=10, help="timed batches per configuration")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
-    parser.add_argument("--cases", type=int, default=4, help="synthetic cases per configuration")
-    args = parser.parse_args()
-    logger.remove()
-
+def loader_configs() -> list[tuple[str, tuple[int, ...], object]]:
+    """(label, case shape, plans) of the timed patch configurations."""
     configs = []
     # the planner's CPU plans of the toy tasks (shapes: 64x64 x 32; spheres: 16x40x40 x 8, 2.5/0.8 mm)
     cpu2d = make_test_plans(dim=2, patch_size=[64, 64])
@@ -88,21 +83,39 @@ def main() -> None:
     configs.append(("3D 48x96x96 b2 aniso", (80, 192, 192), plans3d))
     plans3i = make_test_plans(dim=3, patch_size=[48, 96, 96])  # isotropic: rotation about every axis
     configs.append(("3D 48x96x96 b2 iso", (80, 192, 192), plans3i))
+    return configs
 
+
+def measure(batches: int = 10, workers: Sequence[int] = (0, 1, 2), cases: int = 4,
+            labels: Sequence[str] | None = None) -> list[tuple]:
+    """Rows (label, augmentation, workers, patches/s, ratio to no augmentation, CPU ms/patch or None);
+    ``labels``: only these configurations (default all)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, shape, plans in configs:
+        for label, shape, plans in loader_configs():
+            if labels is not None and label not in labels:
+                continue
             folder = Path(tmp) / "_".join(label.split()[:2])
             if not folder.exists():
                 folder.mkdir()
-                write_cases(folder, shape, args.cases, n_objects=6)
+                write_cases(folder, shape, cases, n_objects=6)
             names = store.list_cases(folder)
-            base, base_cpu = time_loader(folder, names, plans, 0, False, args.batches)
+            base, base_cpu = time_loader(folder, names, plans, 0, False, batches)
             rows.append((label, "none", 0, base, 1.0, base_cpu))
-            for workers in args.workers:
-                rate, cpu = time_loader(folder, names, plans, workers, True, args.batches)
-                rows.append((label, "full", workers, rate, rate / base, cpu))
+            for w in workers:
+                rate, cpu = time_loader(folder, names, plans, w, True, batches)
+                rows.append((label, "full", w, rate, rate / base, cpu))
+    return rows
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per configuration")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
+    parser.add_argument("--cases", type=int, default=4, help="synthetic cases per configuration")
+    args = parser.parse_args()
+    logger.remove()
+    rows = measure(args.batches, args.workers, args.cases)
     print(f"{'patches':24s} {'augment':8s} {'workers':>7s} {'patches/s':>10s} {'vs no-aug':>9s} "
           f"{'CPU ms/patch':>12s}")
     for label, aug, workers, rate, ratio, cpu in rows:

@@ -26,6 +26,28 @@ from retinaunet.training.loader import make_train_loader
 from retinaunet.training.step import LossModule, train_step
 
 
+def step_times(plans, batches: list, models: list[str] | None = None) -> list[tuple[str, float]]:
+    """Seconds per training step of each model (Retina U-Net first) on ``batches``; the first warms up."""
+    names = models or ["retina_unet"] + [m for m in available_models() if m != "retina_unet"]
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        module = LossModule(build_model(name, plans)).train()
+        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+        train_step(module, opt, batches[0], torch.device("cpu"))
+        start = time.perf_counter()
+        for batch in batches[1:]:
+            train_step(module, opt, batch, torch.device("cpu"))
+        rows.append((name, (time.perf_counter() - start) / (len(batches) - 1)))
+    return rows
+
+
+def loader_batches(pre_dir, cases: list[str], plans, count: int) -> list:
+    """``count`` real batches of the training loader (augmented, as the trainer sees them)."""
+    with make_train_loader(pre_dir, cases, plans, num_workers=0) as loader:
+        return [next(loader) for _ in range(count)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-t", "--task", default="101", help="preprocessed task (default 101, the demo's)")
@@ -38,18 +60,7 @@ def main() -> None:
     cases = read_json(paths.splits)[0]["train"] if paths.splits.exists() else None
     pre = paths.preprocessed(plans.plan_name)
     cases = cases or store.list_cases(pre)
-    with make_train_loader(pre, cases, plans, num_workers=0) as loader:
-        batches = [next(loader) for _ in range(args.steps + 1)]
-    rows = []
-    for name in ["retina_unet"] + [m for m in available_models() if m != "retina_unet"]:
-        torch.manual_seed(0)
-        module = LossModule(build_model(name, plans)).train()
-        opt = torch.optim.Adam(module.parameters(), lr=1e-3)
-        train_step(module, opt, batches[0], torch.device("cpu"))
-        start = time.perf_counter()
-        for batch in batches[1:]:
-            train_step(module, opt, batch, torch.device("cpu"))
-        rows.append((name, (time.perf_counter() - start) / args.steps))
+    rows = step_times(plans, loader_batches(pre, cases, plans, args.steps + 1))
     print(f"plan {plans.plan_name}: patch {plans.patch_size} x {plans.batch_size}, {torch.get_num_threads()} threads")
     print(f"{'model':15s} {'s/step':>7s} {'vs retina_unet':>15s}")
     for name, sec in rows:

@@ -77,31 +77,39 @@ def best_time(fn, case, repeats: int) -> tuple[float, tuple]:
     return best, out
 
 
+def measure(cases: int = 5, repeats: int = 3, seed: int = 0) -> dict:
+    """Best-of-``repeats`` times (s) of both implementations per case; raises if their outputs differ."""
+    rng = np.random.default_rng(seed)
+    inputs = [make_case(rng) for _ in range(cases)]
+    weighted_box_clustering(*inputs[0])  # compile (or load the numba cache) outside the timing
+    weighted_box_clustering_numpy(*inputs[0])
+    rows = []
+    for i, case in enumerate(inputs):
+        t_fast, fast = best_time(weighted_box_clustering, case, repeats)
+        t_ref, ref = best_time(weighted_box_clustering_numpy, case, repeats)
+        if len(fast[1]) != len(ref[1]) or not np.array_equal(fast[2], ref[2]):
+            raise SystemExit(f"case {i}: numba kept {len(fast[1])} boxes, the reference {len(ref[1])}")
+        diff = max(np.abs(fast[0] - ref[0]).max(), np.abs(fast[1] - ref[1]).max())
+        if not (np.allclose(fast[0], ref[0], rtol=1e-12, atol=0) and np.allclose(fast[1], ref[1], rtol=1e-12)):
+            raise SystemExit(f"case {i}: outputs differ by up to {diff:.2e}")
+        rows.append({"boxes": len(case[1]), "kept": len(fast[1]), "numba_s": t_fast, "numpy_s": t_ref,
+                     "max_diff": float(diff)})
+    return {"cases": rows, "numba_s": sum(r["numba_s"] for r in rows), "numpy_s": sum(r["numpy_s"] for r in rows)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    rng = np.random.default_rng(args.seed)
-    cases = [make_case(rng) for _ in range(args.cases)]
-    weighted_box_clustering(*cases[0])  # compile (or load the numba cache) outside the timing
-    weighted_box_clustering_numpy(*cases[0])
-    total_fast = total_ref = 0.0
+    result = measure(args.cases, args.repeats, args.seed)
     print(f"{'case':>4} {'boxes':>6} {'kept':>5} {'numba ms':>9} {'numpy ms':>9} {'ratio':>6}  same output")
-    for i, case in enumerate(cases):
-        t_fast, fast = best_time(weighted_box_clustering, case, args.repeats)
-        t_ref, ref = best_time(weighted_box_clustering_numpy, case, args.repeats)
-        if len(fast[1]) != len(ref[1]) or not np.array_equal(fast[2], ref[2]):
-            raise SystemExit(f"case {i}: numba kept {len(fast[1])} boxes, the reference {len(ref[1])}")
-        diff = max(np.abs(fast[0] - ref[0]).max(), np.abs(fast[1] - ref[1]).max())
-        if not (np.allclose(fast[0], ref[0], rtol=1e-12, atol=0) and np.allclose(fast[1], ref[1], rtol=1e-12)):
-            raise SystemExit(f"case {i}: outputs differ by up to {diff:.2e}")
-        note = "bit for bit" if diff == 0 else f"max |diff| {diff:.1e} (summation order)"
-        print(f"{i:>4} {len(case[1]):>6} {len(fast[1]):>5} {1e3 * t_fast:>9.2f} {1e3 * t_ref:>9.2f} "
-              f"{t_ref / t_fast:>6.1f}  {note}")
-        total_fast += t_fast
-        total_ref += t_ref
+    for i, r in enumerate(result["cases"]):
+        note = "bit for bit" if r["max_diff"] == 0 else f"max |diff| {r['max_diff']:.1e} (summation order)"
+        print(f"{i:>4} {r['boxes']:>6} {r['kept']:>5} {1e3 * r['numba_s']:>9.2f} {1e3 * r['numpy_s']:>9.2f} "
+              f"{r['numpy_s'] / r['numba_s']:>6.1f}  {note}")
+    total_fast, total_ref = result["numba_s"], result["numpy_s"]
     print(f"total: numba {1e3 * total_fast:.1f} ms, numpy {1e3 * total_ref:.1f} ms, "
           f"ratio {total_ref / total_fast:.1f}x (target >= 20x)")
 

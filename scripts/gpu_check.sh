@@ -5,15 +5,24 @@
 #     against the planner's estimate, patches per second;
 #  3. the pipeline on CUDA: rud_train (AMP, loader workers) on the shapes toy with the GPU plan for a
 #     fixed wall-clock budget, then rud_predict (mirroring, the kept epochs) and rud_evaluate on
-#     held-out images.
-# Works without installing the package (console scripts are wrapped); needs torch with CUDA, SimpleITK,
+#     held-out images;
+#  4. whole-case inference of a CT-sized volume (300 x 512 x 512 preprocessed voxels) with the planner's
+#     GPU plan for a CT cohort on this card (scripts/bench_inference.py --network ct-plan: its tile, batch
+#     and ResNet50-FPN, random weights), once without and once with the 8 mirrored views: seconds per case
+#     and peak GPU memory, beside nnDetection's published figure of about 4 minutes per case.
+# Works without installing the package (a staged copy, console scripts wrapped); needs torch with CUDA, SimpleITK,
 # batchgenerators, loguru and the other requirements importable by $PY.
-#   bash scripts/gpu_check.sh [OUTDIR]          # knobs: TRAIN_SECONDS (default 240), NUM_TRAIN, NUM_TEST
+#   bash scripts/gpu_check.sh [OUTDIR]          # knobs: TRAIN_SECONDS (default 240), NUM_TRAIN, NUM_TEST,
+#                                               #        CT_SECONDS (default 900: limit of step 4)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-/tmp/gpu_check}}
 mkdir -p "$OUTDIR" "${RUD_DATA:-/tmp/rud_gpu}"
-export RUD_DATA=${RUD_DATA:-/tmp/rud_gpu} PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# the installed layout without installing: the stage folders inside the retinaunet namespace
+STAGE=$(mktemp -d)
+cp -r retinaunet "$STAGE/"
+for d in planning preprocessing inference; do cp -r "$d" "$STAGE/retinaunet/$d"; done
+export RUD_DATA=${RUD_DATA:-/tmp/rud_gpu} PYTHONUNBUFFERED=1 PYTHONPATH="$STAGE${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 BIN=$(mktemp -d)
 for pair in rud_example:retinaunet.toy_cli rud_plan:retinaunet.planning.cli rud_preprocess:retinaunet.preprocessing.cli \
@@ -58,4 +67,10 @@ echo "rud_predict exit $?, $((SECONDS - start)) s for ${NUM_TEST:-200} images" |
 rud_evaluate -t 101 -p "$PRED" -l "$RUD_DATA/Task101_ToyShapes/raw_splitted/labelsTs" -o "$PRED/evaluation" \
     2>&1 | tee -a "$LOG" | tail -n 12
 cp "$PRED/evaluation/metrics.json" "$OUTDIR/metrics_shapes_gpu.json" 2>/dev/null
+
+step "whole-case inference: CT-sized volume 300 x 512 x 512, the GPU plan for a CT cohort"
+timeout "${CT_SECONDS:-900}" $PY scripts/bench_inference.py --network ct-plan --gpu-memory 0 \
+    --shape 300 512 512 --device cuda --only 0 2 --json "$OUTDIR/inference_ct_gpu.json" 2>&1 | tee -a "$LOG" | tail -n 8
+echo "bench_inference exit ${PIPESTATUS[0]} (124: stopped by CT_SECONDS); nnDetection reports about 240 s per case" \
+    | tee -a "$LOG"
 step "done"
