@@ -65,10 +65,10 @@ def max_detections(pred: CasePrediction, plans: Plans) -> CasePrediction:
 
 
 def build_steps(plans: Plans) -> list[tuple[str, Step]]:
-    """The plans' ``retinaunet.inference.postprocess`` steps, in order; PlansError names an unknown step."""
+    """The plans' ``inference.postprocess`` steps, in order; PlansError names an unknown step."""
     unknown = [n for n in plans.inference.postprocess if n not in STEPS]
     if unknown:
-        raise PlansError(f"plans.json: retinaunet.inference.postprocess names unknown step(s) {', '.join(unknown)}; "
+        raise PlansError(f"plans.json: inference.postprocess names unknown step(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(STEPS))}")
     return [(n, STEPS[n]) for n in plans.inference.postprocess]
 

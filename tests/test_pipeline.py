@@ -52,19 +52,19 @@ def test_steps_run_in_the_plans_order(tmp_path):
              "spacing": [1.0, 1.0]}
     assert len(PredictionRun([ThreeBoxes()], plans, predictor_options={"mirror": False}).case(data, props).scores) == 3
     plans.override("inference.max_detections", 2)
-    plans.override("retinaunet.inference.postprocess", ["max_detections"])
+    plans.override("inference.postprocess", ["max_detections"])
     run = PredictionRun([ThreeBoxes()], plans, out_dir=tmp_path, predictor_options={"mirror": False})
     assert len(run.case(data, props).scores) == 2
     assert run.finish() == [tmp_path / "c.json"] and len(json.loads((tmp_path / "c.json").read_text())["boxes"]) == 2
     assert (tmp_path / "predictions.csv").exists()
-    plans.override("retinaunet.inference.postprocess", ["no_such_step"])
-    with pytest.raises(PlansError, match="retinaunet.inference.postprocess names unknown step"):
+    plans.override("inference.postprocess", ["no_such_step"])
+    with pytest.raises(PlansError, match="inference.postprocess names unknown step"):
         PredictionRun([ThreeBoxes()], plans)
 
 
 def test_rud_predict_runs_the_plans_steps(tmp_path, recorder):
     plans = make_test_plans(dim=2, num_classes=2)
-    plans.override("retinaunet.inference.postprocess", ["record"])
+    plans.override("inference.postprocess", ["record"])
     model_dir = make_model_folder(tmp_path / "Task000_Test", plans)
     for case in ("a", "b"):
         write_image(tmp_path / "images" / f"{case}_0000.nii.gz", np.random.default_rng(0).normal(size=(64, 64)),
@@ -75,7 +75,7 @@ def test_rud_predict_runs_the_plans_steps(tmp_path, recorder):
 
 def test_trainer_validation_runs_the_plans_steps(task, recorder):  # noqa: F811
     paths, plans = task
-    plans.override("retinaunet.inference.postprocess", ["record"])
+    plans.override("inference.postprocess", ["record"])
     plans.override("training.epochs", 1)
     plans.override("training.batches_per_epoch", 1)
     trainer = Trainer(paths, plans, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
