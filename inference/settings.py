@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from retinaunet.inference.postprocess import STANDARD_STEPS
+
 from retinaunet.model_folder import ModelFolder
 from retinaunet.plans import Plans, PlansError, parse_value
 
@@ -18,7 +20,9 @@ __all__ = ["apply_inference_overrides", "resolve_settings", "settings_metadata"]
 
 def apply_inference_overrides(plans: Plans, overrides: Sequence[str]) -> list[str]:
     """Apply ``key=value`` to the ``inference`` section (``inference.`` may be left out); returns the dotted
-    keys set. Other sections cannot change at prediction time (the networks are trained with them)."""
+    keys set. Other sections cannot change at prediction time (the networks are trained with them).
+    Setting a post-processing step's own key (``min_size``, ``min_score``, ``max_detections``) also switches
+    that step on, in the standard order, when the plans' ``postprocess`` list lacks it."""
     done = []
     for item in overrides:
         if "=" not in item:
@@ -29,6 +33,12 @@ def apply_inference_overrides(plans: Plans, overrides: Sequence[str]) -> list[st
             raise PlansError(f"--override '{item}': only inference settings can change at prediction time")
         plans.override(key, parse_value(value))
         done.append(f"{key}={value}")
+        steps = plans.inference.postprocess
+        name = key.split(".", 1)[1]
+        if name in STANDARD_STEPS and name not in steps and not any(d.startswith("inference.postprocess=")
+                                                                   for d in done):
+            standard = [s for s in STANDARD_STEPS if s in steps or s == name]
+            plans.override("inference.postprocess", standard + [s for s in steps if s not in STANDARD_STEPS])
     return done
 
 
