@@ -485,15 +485,18 @@ def plan_names(path: str | os.PathLike) -> tuple[list[str], str | None]:
 
 def save_plans(plans: Plans, path: str | os.PathLike) -> bool:
     """Write plans atomically; returns False (and writes nothing) when the file already holds them."""
-    path = Path(path)
-    data = plans.to_dict()
+    return _write_if_changed(plans.to_dict(), Path(path))
+
+
+def _write_if_changed(doc: dict[str, Any], path: Path) -> bool:
+    """Write ``doc`` atomically unless ``path`` already holds it (an unreadable file is replaced)."""
     if path.exists():
         try:
-            if read_json(path) == json.loads(json.dumps(data)):
+            if read_json(path) == json.loads(json.dumps(doc)):
                 return False
         except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
             pass
-    write_json(data, path)
+    write_json(doc, path)
     return True
 
 
@@ -516,14 +519,7 @@ def save_task_plans(plans: Plans, path: str | os.PathLike, default: bool | None 
     doc["configurations"][name] = plans.to_dict()
     if default or doc["default"] is None or doc["default"] not in doc["configurations"]:
         doc["default"] = name
-    if path.exists():
-        try:
-            if read_json(path) == json.loads(json.dumps(doc)):
-                return False
-        except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
-            pass
-    write_json(doc, path)
-    return True
+    return _write_if_changed(doc, path)
 
 
 def make_test_plans(dim: int = 2, num_classes: int = 2, patch_size: Sequence[int] | None = None,
