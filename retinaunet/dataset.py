@@ -6,6 +6,7 @@ most one case's arrays in memory at a time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import unicodedata
@@ -293,11 +294,28 @@ def _name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).casefold()
 
 
+def _same_file_content(a: Path, b: Path) -> bool:
+    """True when two files hold the same bytes (sizes first, so differing files are rarely read)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        digests = []
+        for path in (a, b):
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            digests.append(h.digest())
+        return digests[0] == digests[1]
+    except OSError:
+        return False
+
+
 def validate_dataset(task_dir: str | os.PathLike, progress: bool = True,
                      warnings: list[str] | None = None) -> list[str]:
     """Every problem of a raw dataset, one line each naming the file and the fix (empty when valid).
 
-    Doubts that do not stop the pipeline (the same case name among training and test images) are
+    Doubts that do not stop the pipeline (a test image identical to the training image of its name) are
     appended to ``warnings`` when given.
     """
     task_dir = Path(task_dir)
@@ -307,7 +325,7 @@ def validate_dataset(task_dir: str | os.PathLike, progress: bool = True,
         return [str(err)]
     problems: list[str] = []
     paths = TaskPaths(task_dir)
-    names: dict[str, set[str]] = {}
+    names: dict[str, dict[str, Path]] = {}
     for split, need in (("train", True), ("test", info.test_labels)):
         cases, naming = scan_cases(task_dir, split)
         problems.extend(naming)
@@ -320,14 +338,17 @@ def validate_dataset(task_dir: str | os.PathLike, progress: bool = True,
                 problems.append(f"{case.images[0]}: case name '{case.name}' duplicates '{seen[key]}' "
                                 "(names differ only in case or in Unicode form); rename one")
             seen[key] = case.name
-        names[split] = set(seen)
+        names[split] = {_name_key(c.name): Path(c.images[0]) for c in cases if c.images}
         bar = tqdm(cases, desc=f"validate {split}", disable=not progress or not cases, leave=False)
         for case in bar:
             problems.extend(_check_case(case, info, need))
-    both = sorted(names["train"] & names["test"])
+    # a shared name alone is common (case_0000 in both folders); an identical image file is a leak
+    both = sorted(k for k in names["train"].keys() & names["test"].keys()
+                  if _same_file_content(names["train"][k], names["test"][k]))
     if both and warnings is not None:
-        warnings.append(f"{paths.images_ts}: {len(both)} case(s) also in imagesTr ({', '.join(both[:5])}"
-                        f"{' ...' if len(both) > 5 else ''}); a test case seen in training overstates the results")
+        warnings.append(f"{paths.images_ts}: {len(both)} test image(s) identical to the training image of the same "
+                        f"name ({', '.join(both[:5])}{' ...' if len(both) > 5 else ''}); a test case seen in "
+                        "training overstates the results")
     return problems
 
 
