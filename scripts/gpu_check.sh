@@ -6,14 +6,17 @@
 #  3. the pipeline on CUDA: rud_train (AMP, loader workers) on the shapes toy with the GPU plan for a
 #     fixed wall-clock budget, then rud_predict (mirroring, the kept epochs) and rud_evaluate on
 #     held-out images;
-#  4. whole-case inference of a CT-sized volume (300 x 512 x 512 preprocessed voxels) with the planner's
+#  4. the CT-scale nodule task (rud_example nodules) with its GPU plan, trained for NODULE_SECONDS, then
+#     predicted and evaluated with AP and FROC per nodule size bucket;
+#  5. whole-case inference of a CT-sized volume (300 x 512 x 512 preprocessed voxels) with the planner's
 #     GPU plan for a CT cohort on this card (scripts/bench_inference.py --network ct-plan: its tile, batch
 #     and ResNet50-FPN, random weights), once without and once with the 8 mirrored views: seconds per case
 #     and peak GPU memory, beside nnDetection's published figure of about 4 minutes per case.
 # Works without installing the package (a staged copy, console scripts wrapped); needs torch with CUDA, SimpleITK,
 # batchgenerators, loguru and the other requirements importable by $PY.
 #   bash scripts/gpu_check.sh [OUTDIR]          # knobs: TRAIN_SECONDS (default 240), NUM_TRAIN, NUM_TEST,
-#                                               #        CT_SECONDS (default 900: limit of step 4)
+#                                               #        NODULE_SECONDS (default 180),
+#                                               #        CT_SECONDS (default 900: limit of step 5)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-/tmp/gpu_check}}
@@ -67,6 +70,24 @@ echo "rud_predict exit $?, $((SECONDS - start)) s for ${NUM_TEST:-200} images" |
 rud_evaluate -t 101 -p "$PRED" -l "$RUD_DATA/Task101_ToyShapes/raw_splitted/labelsTs" -o "$PRED/evaluation" \
     2>&1 | tee -a "$LOG" | tail -n 12
 cp "$PRED/evaluation/metrics.json" "$OUTDIR/metrics_shapes_gpu.json" 2>/dev/null
+
+step "nodules at CT scale: the GPU plan, training for ${NODULE_SECONDS:-180} s, AP per size bucket"
+rud_example nodules --force --quiet >> "$LOG" 2>&1
+rud_plan -t 110 2>&1 | tee -a "$LOG" | tail -n 32
+cp "$RUD_DATA/Task110_ToyNodules/plans.json" "$OUTDIR/plans_nodules_gpu.json"
+rud_preprocess -t 110 >> "$LOG" 2>&1
+timeout "${NODULE_SECONDS:-180}" rud_train 0 -t 110 --force --no-test >> "$LOG" 2>&1
+echo "rud_train exit $? (124: stopped by the time budget)" | tee -a "$LOG"
+NFOLD="$RUD_DATA/Task110_ToyNodules/models/retina_unet_3d/fold0"
+grep "val mAP" "$NFOLD/train.log" | sed 's/.*epoch/epoch/' | tee -a "$LOG" | tail -n 12
+cp "$NFOLD/train.log" "$OUTDIR/train_nodules_gpu.log" 2>/dev/null
+NPRED="$RUD_DATA/Task110_ToyNodules/predictions/gpu_check"
+rm -rf "$NPRED"
+start=$SECONDS
+rud_predict -t 110 -i "$RUD_DATA/Task110_ToyNodules/raw_splitted/imagesTs" -o "$NPRED" --folds 0 >> "$LOG" 2>&1
+echo "rud_predict exit $?, $((SECONDS - start)) s for 24 volumes (kept epochs x 8 mirrored views)" | tee -a "$LOG"
+rud_evaluate -t 110 -p "$NPRED" -o "$NPRED/evaluation" 2>&1 | tee -a "$LOG" | tail -n 24
+cp "$NPRED/evaluation/metrics.json" "$OUTDIR/metrics_nodules_gpu.json" 2>/dev/null
 
 step "whole-case inference: CT-sized volume 300 x 512 x 512, the GPU plan for a CT cohort"
 timeout "${CT_SECONDS:-900}" $PY scripts/bench_inference.py --network ct-plan --gpu-memory 0 \
