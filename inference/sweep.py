@@ -140,13 +140,15 @@ def _volumes(boxes: np.ndarray) -> np.ndarray:
     return np.prod(boxes[:, dim:] - boxes[:, :dim], axis=1)
 
 
-def _consolidation_grid(cases: Sequence[SweepCase]) -> list[dict[str, Any]]:
+def _consolidation_grid(cases: Sequence[SweepCase], planned: InferencePlan) -> list[dict[str, Any]]:
+    """Consolidation settings within the ensemble the raw views hold (no more checkpoints or views than
+    were predicted: the whole ensemble keeps the planned value, so a plan's limit stays a limit)."""
     ranks = max((int(c.raw.member_rank.max(initial=0)) + 1 for c in cases), default=1)
     checkpoints = sorted({1, max(1, (ranks + 1) // 2), ranks})
-    mirrors = [True, False] if any(c.raw.num_mirrors > 1 for c in cases) else [True]
+    mirrors = [True, False] if any(c.raw.num_mirrors > 1 for c in cases) else [planned.mirror]
     methods = [("wbc", {"wbc_iou": v}) for v in WBC_IOUS]
     methods += [("nms", {"consolidation_nms_iou": v}) for v in NMS_IOUS]
-    return [{"checkpoints": k if k < ranks else None, "mirror": m, "consolidation": method, **iou}
+    return [{"checkpoints": k if k < ranks else planned.checkpoints, "mirror": m, "consolidation": method, **iou}
             for k, m, (method, iou) in itertools.product(checkpoints, mirrors, methods)]
 
 
@@ -196,7 +198,7 @@ def sweep(cases: Sequence[SweepCase], plans: Plans, metric: str = "map",
 
     stage1 = []
     consolidated: dict[int, list[Prediction]] = {}
-    for values in _consolidation_grid(cases):
+    for values in _consolidation_grid(cases, planned):
         settings = _settings(planned, **values)
         preds = [consolidate_raw(c.raw, settings) for c in cases]
         consolidated[len(table)] = preds

@@ -32,13 +32,13 @@ __all__ = ["write_raw_predictions", "sweep_folds", "write_sweep"]
 
 def write_raw_predictions(folder: ModelFolder, fold: int, pre_dir: str | os.PathLike, cases: Sequence[str],
                           out_dir: str | os.PathLike, device: str | torch.device = "cpu") -> list[Path]:
-    """Predict ``cases`` of the preprocessed store with all kept checkpoints of ``fold`` and every mirroring,
-    and write each case's raw views with its ground truth to ``out_dir/<case>.npz``."""
+    """Predict ``cases`` of the preprocessed store with the plan's ensemble of ``fold`` (its kept checkpoints
+    and mirrored views: all of them unless the plan limits them, as CPU plans of costly cases do), and
+    write each case's raw views with its ground truth to ``out_dir/<case>.npz``. The sweep chooses within
+    this ensemble."""
     from retinaunet.inference.pipeline import PredictionRun
 
     plans = folder.load_plans()
-    plans.inference.checkpoints = None
-    plans.inference.mirror = True
     models, plans, ranks = folder.load_models([fold], device, plans=plans, with_ranks=True)
     run = PredictionRun(models, plans, device, predictor_options={"keep_raw": True, "member_rank": ranks})
     written = []

@@ -91,6 +91,8 @@ def summary_table(plans: Plans) -> str:
         ("normalisation", ", ".join(n["scheme"] for n in plans.normalization), "normalization"),
         ("training", f"{plans.training.epochs} x {plans.training.batches_per_epoch} batches", "training"),
         ("inference tile", _fmt(plans.inference_patch_size), "inference_patch"),
+        ("ensemble", f"{plans.inference.checkpoints or plans.training.keep_best} checkpoint(s) x "
+                     f"{2 ** plans.dim if plans.inference.mirror else 1} view(s)", "ensemble"),
         ("budget", "", "budget"),
     ]
     reasons = plans.reasons

@@ -16,7 +16,9 @@ Rules (see DESIGN.md, "Plans"):
   (`retinaunet.planning.coverage`);
 - matching: negative below IoU 0.4, positive from 0.5 (see ``IOU_LOW``) when the real grid gives >= 90% of
   the objects of every size bucket an anchor at 0.5; otherwise adaptive (ATSS) matching;
-- training length from the budget; Adam at the paper's 1e-4 on a GPU, 1e-3 for the short CPU schedule.
+- training length from the budget; Adam at the paper's 1e-4 on a GPU, 1e-3 for the short CPU schedule;
+- inference ensemble (kept checkpoints x mirrored views): all of them on a GPU (the paper); on a CPU the
+  largest that predicts the median case within ``CPU_CASE_SECONDS`` (see there).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from retinaunet.planning.coverage import choose_matching, format_coverage
 from retinaunet.planning.topology import POOL_SPACING_RATIO, choose_head_levels, fit_patch_and_batch, level_strides
 
 from retinaunet.anchors import AnchorGenerator
+from retinaunet.inference.tiling import tile_starts
 from retinaunet.plans import (
     AnchorsPlan,
     InferencePlan,
@@ -61,6 +64,12 @@ GPU_LR, CPU_LR = 1e-4, 1e-3
 # image). RetinaNet's 0.4 makes them negatives.
 IOU_LOW, IOU_HIGH = 0.4, 0.5
 CPU_TRAIN_SECONDS = 300.0
+# Every epoch predicts the val cases whole to choose the kept epochs. Cheap for the 2D toys (40 images of
+# 320 x 320: a few seconds), but the CT-scale nodule task's 7 val volumes take about 40 s per epoch, more
+# than its training steps (about 30 s). When 10 validations would cost more than this share of the training
+# time, a CPU plan trains 5 longer epochs instead (the same steps, half the validation).
+CPU_VAL_SHARE = 0.5
+VAL_FRACTION = 0.2  # val cases of a fold of the default 5-fold split (60 / 20 / 20)
 INFER_TILE_FACTOR = 64  # CPU: predict the whole median image in one tile when it is at most this x the patch
 # Instance norm's statistics depend on the extent of the input: a network trained on 64x64 patches of the
 # shapes toy reached val mAP 0.99 on 64-px tiles but 0.49-0.83 on whole 320x320 images. A CPU plan predicts
@@ -68,6 +77,13 @@ INFER_TILE_FACTOR = 64  # CPU: predict the whole median image in one tile when i
 # fixed, when its batch can estimate them; otherwise (and on GPUs) instance norm and training-patch tiles.
 BATCH_NORM_MIN_BATCH = 8
 GPU_EPOCHS, GPU_BATCHES = 100, 200
+# CPU inference: the ensemble of kept checkpoints x mirrored views multiplies the cost of a case; it also
+# multiplies the end-of-training sweep, which predicts every val case with the whole ensemble. On the 2D
+# toys the whole ensemble (5 x 4 views of a 320 x 320 image) costs about 1.5 s per case; on the CT-scale
+# nodule task (60 tiles of 24 x 48 x 56 per volume) one view costs about 6 s and the whole ensemble (5 x 8)
+# about 4 minutes, i.e. 1.5 hours for its 24 test volumes on two cores. A CPU plan keeps the largest
+# ensemble that predicts the median case in this many seconds (estimated from the forward FLOPs at CPU_FLOPS).
+CPU_CASE_SECONDS = 10.0
 
 
 def choose_target_spacing(spacings: np.ndarray) -> tuple[list[float], str]:
@@ -156,8 +172,11 @@ def _median_shape(fp: Mapping[str, Any], ts: Sequence[float]) -> np.ndarray:
     return np.median(np.asarray(shapes), axis=0)
 
 
-def _training(budget: Budget, flops: float) -> tuple[TrainingPlan, str]:
-    """Schedule of the training (Adam; the loader's workers are chosen at run time for the machine)."""
+def _training(budget: Budget, flops: float, val_seconds: float = 0.0) -> tuple[TrainingPlan, str]:
+    """Schedule of the training (Adam; the loader's workers are chosen at run time for the machine).
+
+    ``val_seconds``: estimated CPU time of one epoch's validation (the val cases predicted whole, one view).
+    """
     lr = GPU_LR if budget.kind == "gpu" else CPU_LR
     if budget.kind == "gpu":
         return (TrainingPlan(epochs=GPU_EPOCHS, batches_per_epoch=GPU_BATCHES, learning_rate=lr),
@@ -166,11 +185,16 @@ def _training(budget: Budget, flops: float) -> tuple[TrainingPlan, str]:
     step = flops / CPU_FLOPS
     steps = max(50, int(CPU_TRAIN_SECONDS / max(step, 1e-3)))
     epochs = 10 if steps >= 200 else 5
+    val_note = ""
+    if epochs > 5 and epochs * val_seconds > CPU_VAL_SHARE * CPU_TRAIN_SECONDS:
+        val_note = (f"; 5 longer epochs, as validating {epochs} times (about {val_seconds:.0f} s each) would cost "
+                    f"more than {CPU_VAL_SHARE:.0%} of the training time")
+        epochs = 5
     per_epoch = int(math.ceil(steps / epochs))
     return (TrainingPlan(epochs=epochs, batches_per_epoch=per_epoch, learning_rate=lr),
             f"CPU: about {CPU_TRAIN_SECONDS / 60:.0f} minutes of training at an estimated {step:.2f} s per step "
-            f"-> {epochs} x {per_epoch} batches; Adam, lr {lr:g} (the paper's 1e-4 is for its long schedule); half "
-            "the patches centred on an object")
+            f"-> {epochs} x {per_epoch} batches{val_note}; Adam, lr {lr:g} (the paper's 1e-4 is for its long "
+            "schedule); half the patches centred on an object")
 
 
 def _norm(budget: Budget, batch: int) -> tuple[str, str]:
@@ -182,6 +206,34 @@ def _norm(budget: Budget, batch: int) -> tuple[str, str]:
     small = small if budget.kind == "cpu" else ""
     return "instance", (f"instance norm: per-patch statistics{small}; inference tiles the training patch size so "
                         "the statistics match training")
+
+
+def _view_seconds(step_flops: float, batch: int, patch: Sequence[int], tile: Sequence[int],
+                  median: Sequence[int], items: int, overlap: float) -> tuple[float, int]:
+    """Estimated CPU seconds of one view of the median case, and its tiles (per item).
+
+    A forward pass is a third of a training step's FLOPs (``planning.memory`` counts backward as 2x),
+    per patch of the batch, scaled to the tile's voxels; ``items``: 2D slices of a 3D case, else 1.
+    """
+    tiles = int(np.prod([len(tile_starts(m, t, overlap)) for m, t in zip(median, tile)]))
+    per_tile = step_flops / (3.0 * max(batch, 1)) * float(np.prod(tile)) / float(np.prod(patch))
+    return tiles * items * per_tile / CPU_FLOPS, tiles
+
+
+def _inference_ensemble(budget: Budget, dim: int, view_seconds: float, tiles: int, items: int,
+                        keep: int) -> tuple[int | None, bool, str]:
+    """``inference.checkpoints`` (None: all ``keep`` kept), ``inference.mirror`` and the reason."""
+    mirrors = 2 ** dim
+    if budget.kind == "gpu":
+        return None, True, f"GPU: every kept checkpoint ({keep}) x {mirrors} mirrored views (the paper)"
+    options = [(keep, mirrors), (1, mirrors), (keep, 1), (1, 1)]  # most views first; ties: mirroring
+    fits = [(k, m) for k, m in options if k * m * view_seconds <= CPU_CASE_SECONDS] or [(1, 1)]
+    k, m = max(fits, key=lambda o: (o[0] * o[1], o[1]))
+    where = f"{tiles} tile(s)" + (f" x {items} slices" if items > 1 else "")
+    return (None if k == keep else k), m > 1, (
+        f"CPU: {k} checkpoint(s) x {m} view(s), the largest ensemble that predicts the median case ({where}, "
+        f"about {view_seconds:.1f} s per view) within {CPU_CASE_SECONDS:g} s; the end-of-training sweep "
+        "explores up to this ensemble (more: rud_predict --override checkpoints=N mirror=true)")
 
 
 def _inference_patch(budget: Budget, patch: Sequence[int], median: Sequence[int], stride: Sequence[int],
@@ -266,14 +318,20 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
                           f"({anchor.coverage:.1%} reach IoU >= {high}, mean {anchor.mean_iou:.2f}), none smaller "
                           f"than its level's stride; per size: {format_coverage(by_size, high)}")
     normalization, reasons["normalization"] = plan_normalization(fp)
-    training, reasons["training"] = _training(budget, pp.flops)
     norm, reasons["norm"] = _norm(budget, pp.batch_size)
     infer_patch, reasons["inference_patch"] = _inference_patch(budget, pp.patch_size, net_median,
                                                                cumulative_stride(pp.strides), norm)
+    items = max(1, int(round(median_shape[0]))) if data_dim > dim else 1
+    view_s, tiles = _view_seconds(pp.flops, pp.batch_size, pp.patch_size, infer_patch, net_median, items,
+                                  InferencePlan().tile_overlap)
+    num_val = max(1, int(round(VAL_FRACTION * len(fp["cases"]))))
+    training, reasons["training"] = _training(budget, pp.flops, num_val * view_s)
+    checkpoints, mirror, reasons["ensemble"] = _inference_ensemble(budget, dim, view_s, tiles, items,
+                                                                   training.keep_best)
     max_objects = int(fp["objects_per_case"]["max"])
     default_det = 30 if dim == 3 else 10
     reasons["inference"] = (f"paper: top {50000 if dim == 3 else 10000} candidates, NMS 0.1, at least "
-                            f"{default_det} boxes per image (2x the most objects in a case), mirroring all axes")
+                            f"{default_det} boxes per image (2x the most objects in a case)")
     plans = Plans(
         task=fp["task"], plan_name=plan_name, mode=mode, data_dim=data_dim, dim=dim,
         modalities=dict(fp["modalities"]), num_classes=int(fp["num_classes"]),
@@ -286,7 +344,7 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
         normalization=normalization, training=training,
         inference=InferencePlan(pre_nms_top_k=50000 if dim == 3 else 10000,
                                 max_detections=max(default_det, 2 * max_objects), mirror_axes=list(range(dim)),
-                                patch_size=infer_patch),
+                                patch_size=infer_patch, checkpoints=checkpoints, mirror=mirror),
         reasons=reasons,
     )
     # a round trip through the schema checks every value the planner chose

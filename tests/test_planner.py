@@ -245,3 +245,32 @@ def test_inference_tile_whole_image_on_cpu_training_patch_on_gpu(toy2d):
     assert gpu.inference.patch_size == gpu.patch_size
     stride = cumulative_stride(cpu.network.strides)
     assert all(p % s == 0 for p, s in zip(cpu.inference.patch_size, stride))
+
+
+def test_cpu_ensemble_and_epochs_follow_the_cost_of_a_case(toy2d, toy3d):
+    """A cheap case keeps the whole ensemble (checkpoints x mirrored views); a case of many tiles on a CPU
+    keeps one view of the best checkpoint and validates in 5 longer epochs; a GPU keeps everything."""
+    cheap = plan_from_fingerprint(toy2d[1], budget=cpu_budget(2))  # one 320 x 320 tile per image
+    assert cheap.inference.checkpoints is None and cheap.inference.mirror is True
+    assert cheap.training.epochs == 10 and "longer epochs" not in cheap.reasons["training"]
+    _, fp = toy3d
+    big = json.loads(json.dumps(fp))
+    for case in big["cases"]:  # CT-sized volumes: many tiles of the CPU patch
+        case["crop_shape"] = [4 * s for s in case["crop_shape"]]
+        case["shape"] = list(case["crop_shape"])
+    costly = plan_from_fingerprint(big, budget=cpu_budget(3))
+    assert costly.inference.checkpoints == 1 and costly.inference.mirror is False
+    assert "1 checkpoint(s) x 1 view(s)" in costly.reasons["ensemble"]
+    assert costly.training.epochs == 5 and "5 longer epochs" in costly.reasons["training"]
+    gpu = plan_from_fingerprint(big, budget=gpu_budget(11))
+    assert gpu.inference.checkpoints is None and gpu.inference.mirror is True
+
+
+def test_ensemble_rule_prefers_more_views_within_the_budget():
+    from retinaunet.planning.planner import CPU_CASE_SECONDS, _inference_ensemble
+
+    per_view = CPU_CASE_SECONDS / 6  # 8 mirrored views do not fit, 5 checkpoints do
+    assert _inference_ensemble(cpu_budget(3), 3, per_view, 10, 1, 5)[:2] == (None, False)  # None: all 5 kept
+    assert _inference_ensemble(cpu_budget(3), 3, CPU_CASE_SECONDS / 8, 10, 1, 5)[:2] == (1, True)
+    assert _inference_ensemble(cpu_budget(2), 2, CPU_CASE_SECONDS / 20, 1, 1, 5)[:2] == (None, True)
+    assert _inference_ensemble(cpu_budget(3), 3, 2 * CPU_CASE_SECONDS, 10, 1, 5)[:2] == (1, False)

@@ -211,3 +211,22 @@ def test_overriding_a_step_setting_switches_the_step_on():
     assert plans.inference.postprocess == ["max_detections"] and plans.inference.max_detections == 1
     apply_inference_overrides(plans, ["min_score=0.3"])
     assert plans.inference.postprocess == ["min_score", "max_detections"]
+
+
+def test_a_limited_plan_stays_limited():
+    """Raw views of one checkpoint without mirroring (a CPU plan's ensemble): every row and the choice keep
+    the plan's limits, so rud_predict does not load all kept checkpoints or mirror."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for i in range(4):
+        case = toy_case(f"c{i}", rng)
+        keep = (case.raw.member == 0) & (case.raw.mirror == 0)
+        raw = RawPrediction(case.raw.boxes[keep], case.raw.scores[keep], case.raw.labels[keep],
+                            case.raw.member[keep], case.raw.mirror[keep], case.raw.tile[keep], case.raw.item[keep],
+                            case.raw.pcf[keep], case.raw.coverage[keep], member_rank=np.array([0]), num_mirrors=1)
+        cases.append(SweepCase(case.name, raw, case.gt_boxes, case.gt_labels))
+    plans = make_test_plans(dim=2, num_classes=1)
+    plans.inference.checkpoints, plans.inference.mirror = 1, False
+    result = sweep(cases, plans, "map")
+    assert all(r["checkpoints"] == 1 and r["mirror"] is False for r in result.table)
+    assert result.chosen["checkpoints"] == 1 and result.chosen["mirror"] is False
