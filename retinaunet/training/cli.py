@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "splits.json (a converter may write ten), else five stratified folds of 60/20/20 "
                     "train/val/test. Settings come from the task's plans.json; the flags override single entries. "
                     "After every epoch the val cases are predicted whole and the 5 best epochs by mAP@0.1 are "
-                    "kept; at the end the fold's test cases are predicted with those epochs and mirroring, "
-                    "and evaluated. Several GPUs: torchrun --nproc_per_node N $(which rud_train) 0 -t TASK.",
+                    "kept; at the end the val cases are predicted again with the planned ensemble (those epochs x "
+                    "mirroring; a CPU plan of costly cases limits it) to sweep the inference settings, and the "
+                    "fold's test cases are predicted with the chosen settings and evaluated. Several GPUs: torchrun --nproc_per_node N $(which rud_train) 0 -t TASK.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("fold", help="fold 0-4 (0..K-1 when splits.json holds K folds), or 'all' for every fold in turn")
     p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
