@@ -28,13 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from retinaunet.inference.tiling import tile_starts
 from retinaunet.planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
 from retinaunet.planning.budget import CPU_FLOPS, Budget, default_budget
 from retinaunet.planning.coverage import choose_matching, format_coverage
 from retinaunet.planning.topology import POOL_SPACING_RATIO, choose_head_levels, fit_patch_and_batch, level_strides
 
 from retinaunet.anchors import AnchorGenerator
-from retinaunet.inference.tiling import tile_starts
 from retinaunet.plans import (
     AnchorsPlan,
     InferencePlan,

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "After every epoch the val cases are predicted whole and the 5 best epochs by mAP@0.1 are "
                     "kept; at the end the val cases are predicted again with the planned ensemble (those epochs x "
                     "mirroring; a CPU plan of costly cases limits it) to sweep the inference settings, and the "
-                    "fold's test cases are predicted with the chosen settings and evaluated. Several GPUs: torchrun --nproc_per_node N $(which rud_train) 0 -t TASK.",
+                    "fold's test cases are predicted with the chosen settings and evaluated. Several GPUs: "
+                    "torchrun --nproc_per_node N $(which rud_train) 0 -t TASK.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("fold", help="fold 0-4 (0..K-1 when splits.json holds K folds), or 'all' for every fold in turn")
     p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
