@@ -6,7 +6,7 @@ most one case's arrays in memory at a time.
 
 from __future__ import annotations
 
-import hashlib
+import filecmp
 import os
 import re
 import unicodedata
@@ -295,18 +295,9 @@ def _name_key(name: str) -> str:
 
 
 def _same_file_content(a: Path, b: Path) -> bool:
-    """True when two files hold the same bytes (sizes first, so differing files are rarely read)."""
+    """True when two files hold the same bytes (``filecmp`` compares sizes first, then contents)."""
     try:
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        digests = []
-        for path in (a, b):
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            digests.append(h.digest())
-        return digests[0] == digests[1]
+        return filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
 

@@ -177,6 +177,27 @@ def _write_split(task_dir: Path, split: str, count: int, make: Callable[[int], t
         write_json({"instances": {str(k): v for k, v in instances.items()}}, labels / f"{name}.json", indent=None)
 
 
+def write_task_folder(task_dir: Path, force: bool, dim: int, labels: dict[str, str], modalities: dict[str, str],
+                      counts: dict[str, int], make: Callable[[str], Callable[[int], tuple]], progress: bool) -> Path:
+    """Write a generated task: ``dataset.json`` and each split's ``counts[split]`` cases from ``make(split)``.
+
+    Writes into a ``.partial`` folder beside ``task_dir`` and renames it at the end, so an interrupted run
+    leaves no half task. Refuses to touch an existing task folder unless ``force`` (which replaces it whole).
+    """
+    if task_dir.exists():
+        if not force:
+            raise FileExistsError(f"{task_dir} already exists: pass --force to replace it, or another --task-number")
+        shutil.rmtree(task_dir)
+    tmp_dir = task_dir.with_name(f".{task_dir.name}.partial")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    write_json({"task": task_dir.name, "dim": dim, "labels": labels, "modalities": modalities,
+                "test_labels": True}, tmp_dir / "dataset.json")
+    for split, count in counts.items():
+        _write_split(tmp_dir, split, count, make(split), progress)
+    os.replace(tmp_dir, task_dir)
+    return task_dir
+
+
 def write_toy_task(kind: str, root: str | os.PathLike, number: int | None = None, name: str | None = None,
                    config: Toy2DConfig | Toy3DConfig | None = None, force: bool = False,
                    progress: bool = True) -> Path:
@@ -189,12 +210,6 @@ def write_toy_task(kind: str, root: str | os.PathLike, number: int | None = None
     number = DEFAULT_NUMBERS[kind] if number is None else number
     name = name or f"Toy{kind.capitalize()}"
     task_dir = Path(root) / task_name(number, name)
-    if task_dir.exists():
-        if not force:
-            raise FileExistsError(f"{task_dir} already exists: pass --force to replace it, or another --task-number")
-        shutil.rmtree(task_dir)
-    tmp_dir = task_dir.with_name(f".{task_dir.name}.partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
     if kind in KINDS_2D:
         cfg = config if isinstance(config, Toy2DConfig) else Toy2DConfig(kind=kind)
         cfg.kind = kind
@@ -210,9 +225,5 @@ def write_toy_task(kind: str, root: str | os.PathLike, number: int | None = None
         def make(split: str) -> Callable[[int], tuple]:
             return lambda i: make_toy_3d(cfg, split, i)
         labels, dim, modalities = {"0": "filled", "1": "hollow"}, 3, {"0": "CT"}
-    write_json({"task": task_dir.name, "dim": dim, "labels": labels, "modalities": modalities,
-                "test_labels": True}, tmp_dir / "dataset.json")
-    _write_split(tmp_dir, "train", cfg.num_train, make("train"), progress)
-    _write_split(tmp_dir, "test", cfg.num_test, make("test"), progress)
-    os.replace(tmp_dir, task_dir)
-    return task_dir
+    return write_task_folder(task_dir, force, dim, labels, modalities,
+                             {"train": cfg.num_train, "test": cfg.num_test}, make, progress)

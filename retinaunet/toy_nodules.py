@@ -17,15 +17,15 @@ seed ``(seed, split, index)``, so the files do not depend on the order of genera
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from retinaunet.io import Geometry, write_json
-from retinaunet.toy import _rng, _write_split
+from retinaunet.io import Geometry
+from retinaunet.layout import task_name
+from retinaunet.toy import _rng, write_task_folder
 
 __all__ = ["NoduleConfig", "make_nodule_case", "write_nodule_task", "NODULE_CLASSES", "NODULE_NUMBERS"]
 
@@ -211,16 +211,6 @@ def write_nodule_task(root: str | os.PathLike, cfg: NoduleConfig | None = None, 
     thick = cfg.spacing[0] >= 2.0
     number = number if number is not None else NODULE_NUMBERS[2.5 if thick else 1.25]
     name = name or ("ToyNodulesThick" if thick else "ToyNodules")
-    task_dir = Path(root) / f"Task{number:03d}_{name}"
-    if task_dir.exists():
-        if not force:
-            raise FileExistsError(f"{task_dir} already exists: pass --force to replace it, or another --task-number")
-        shutil.rmtree(task_dir)
-    tmp_dir = task_dir.with_name(f".{task_dir.name}.partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    write_json({"task": task_dir.name, "dim": 3, "labels": dict(NODULE_CLASSES), "modalities": {"0": "CT"},
-                "test_labels": True}, tmp_dir / "dataset.json")
-    for split, count in (("train", cfg.num_train), ("test", cfg.num_test)):
-        _write_split(tmp_dir, split, count, lambda i, s=split: make_nodule_case(cfg, s, i), progress)
-    os.replace(tmp_dir, task_dir)
-    return task_dir
+    return write_task_folder(Path(root) / task_name(number, name), force, 3, dict(NODULE_CLASSES), {"0": "CT"},
+                             {"train": cfg.num_train, "test": cfg.num_test},
+                             lambda split: lambda i: make_nodule_case(cfg, split, i), progress)

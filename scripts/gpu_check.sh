@@ -54,40 +54,35 @@ step "training step: float32 vs bf16 autocast"
 $PY scripts/bench_gpu.py "$RUD_DATA/Task101_ToyShapes/plans.json" "$RUD_DATA/Task104_ToySpheres/plans.json" \
     --steps 15 --json "$OUTDIR/bench_gpu.json" 2>&1 | tee -a "$LOG" | tail -n 8
 
+# train fold 0 of TASK_NUMBER (folder TASK_DIR, model folder PLAN_FOLDER) for SECONDS, then predict its
+# imagesTs with the kept epochs and evaluate; NAME labels the copies in $OUTDIR
+train_predict_evaluate() {
+    local number=$1 task_dir=$2 plan_folder=$3 seconds=$4 name=$5
+    rud_preprocess -t "$number" >> "$LOG" 2>&1
+    timeout "$seconds" rud_train 0 -t "$number" --force --no-test >> "$LOG" 2>&1
+    echo "rud_train exit $? (124: stopped by the time budget)" | tee -a "$LOG"
+    local fold="$task_dir/models/$plan_folder/fold0" pred="$task_dir/predictions/gpu_check"
+    grep "val mAP" "$fold/train.log" | sed 's/.*epoch/epoch/' | tee -a "$LOG" | tail -n 12
+    cp "$fold/train.log" "$OUTDIR/train_${name}_gpu.log" 2>/dev/null
+    cp "$fold/curves.png" "$OUTDIR/curves_${name}_gpu.png" 2>/dev/null
+    rm -rf "$pred"
+    local start=$SECONDS
+    rud_predict -t "$number" -i "$task_dir/raw_splitted/imagesTs" -o "$pred" --folds 0 >> "$LOG" 2>&1
+    echo "rud_predict exit $?, $((SECONDS - start)) s for $(ls "$task_dir/raw_splitted/imagesTs" | wc -l) test images" \
+        | tee -a "$LOG"
+    rud_evaluate -t "$number" -p "$pred" -l "$task_dir/raw_splitted/labelsTs" -o "$pred/evaluation" 2>&1 \
+        | tee -a "$LOG" | tail -n 24
+    cp "$pred/evaluation/metrics.json" "$OUTDIR/metrics_${name}_gpu.json" 2>/dev/null
+}
+
 step "pipeline on CUDA: shapes, training for ${TRAIN_SECONDS:-240} s"
-rud_preprocess -t 101 >> "$LOG" 2>&1
-timeout "${TRAIN_SECONDS:-240}" rud_train 0 -t 101 --force --no-test >> "$LOG" 2>&1
-echo "rud_train exit $? (124: stopped by the time budget)" | tee -a "$LOG"
-FOLD="$RUD_DATA/Task101_ToyShapes/models/retina_unet_2d/fold0"
-grep "val mAP" "$FOLD/train.log" | sed 's/.*epoch/epoch/' | tee -a "$LOG" | tail -n 12
-cp "$FOLD/train.log" "$OUTDIR/train_shapes_gpu.log" 2>/dev/null
-cp "$FOLD/curves.png" "$OUTDIR/curves_shapes_gpu.png" 2>/dev/null
-PRED="$RUD_DATA/Task101_ToyShapes/predictions/gpu_check"
-rm -rf "$PRED"
-start=$SECONDS
-rud_predict -t 101 -i "$RUD_DATA/Task101_ToyShapes/raw_splitted/imagesTs" -o "$PRED" --folds 0 >> "$LOG" 2>&1
-echo "rud_predict exit $?, $((SECONDS - start)) s for ${NUM_TEST:-200} images" | tee -a "$LOG"
-rud_evaluate -t 101 -p "$PRED" -l "$RUD_DATA/Task101_ToyShapes/raw_splitted/labelsTs" -o "$PRED/evaluation" \
-    2>&1 | tee -a "$LOG" | tail -n 12
-cp "$PRED/evaluation/metrics.json" "$OUTDIR/metrics_shapes_gpu.json" 2>/dev/null
+train_predict_evaluate 101 "$RUD_DATA/Task101_ToyShapes" retina_unet_2d "${TRAIN_SECONDS:-240}" shapes
 
 step "nodules at CT scale: the GPU plan, training for ${NODULE_SECONDS:-180} s, AP per size bucket"
 rud_example nodules --force --quiet >> "$LOG" 2>&1
 rud_plan -t 110 2>&1 | tee -a "$LOG" | tail -n 32
 cp "$RUD_DATA/Task110_ToyNodules/plans.json" "$OUTDIR/plans_nodules_gpu.json"
-rud_preprocess -t 110 >> "$LOG" 2>&1
-timeout "${NODULE_SECONDS:-180}" rud_train 0 -t 110 --force --no-test >> "$LOG" 2>&1
-echo "rud_train exit $? (124: stopped by the time budget)" | tee -a "$LOG"
-NFOLD="$RUD_DATA/Task110_ToyNodules/models/retina_unet_3d/fold0"
-grep "val mAP" "$NFOLD/train.log" | sed 's/.*epoch/epoch/' | tee -a "$LOG" | tail -n 12
-cp "$NFOLD/train.log" "$OUTDIR/train_nodules_gpu.log" 2>/dev/null
-NPRED="$RUD_DATA/Task110_ToyNodules/predictions/gpu_check"
-rm -rf "$NPRED"
-start=$SECONDS
-rud_predict -t 110 -i "$RUD_DATA/Task110_ToyNodules/raw_splitted/imagesTs" -o "$NPRED" --folds 0 >> "$LOG" 2>&1
-echo "rud_predict exit $?, $((SECONDS - start)) s for 24 volumes (kept epochs x 8 mirrored views)" | tee -a "$LOG"
-rud_evaluate -t 110 -p "$NPRED" -o "$NPRED/evaluation" 2>&1 | tee -a "$LOG" | tail -n 24
-cp "$NPRED/evaluation/metrics.json" "$OUTDIR/metrics_nodules_gpu.json" 2>/dev/null
+train_predict_evaluate 110 "$RUD_DATA/Task110_ToyNodules" retina_unet_3d "${NODULE_SECONDS:-180}" nodules
 
 step "whole-case inference: CT-sized volume 300 x 512 x 512, the GPU plan for a CT cohort"
 timeout "${CT_SECONDS:-900}" $PY scripts/bench_inference.py --network ct-plan --gpu-memory 0 \
