@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from retinaunet.inference.instances import box_mask, instance_map
 from retinaunet.inference.predictor import CasePrediction
 
 from retinaunet.coordinates import CaseCoordinates
@@ -57,24 +58,6 @@ def seg_to_original(seg: np.ndarray, props: dict[str, Any]) -> np.ndarray:
         region.append(slice(int(valid[0]), int(valid[-1]) + 1))
         index.append(j[valid[0]: valid[-1] + 1])
     out[tuple(region)] = seg[np.ix_(*index)]
-    return out
-
-
-def box_mask(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """``uint16[*shape]``: voxels whose centre lies in ``boxes[k]`` (original index coords) hold k+1.
-
-    At least the voxel at the box centre is marked; earlier boxes (higher scores) are painted last.
-    """
-    dim = len(shape)
-    out = np.zeros(tuple(shape), dtype=np.uint16)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * dim)[: np.iinfo(np.uint16).max]
-    for k in range(len(boxes) - 1, -1, -1):
-        lo = np.ceil(boxes[k, :dim] - 0.5).astype(np.int64)
-        hi = np.ceil(boxes[k, dim:] - 0.5).astype(np.int64)
-        centre = np.floor((boxes[k, :dim] + boxes[k, dim:]) / 2).astype(np.int64)
-        lo, hi = np.where(hi > lo, lo, centre), np.where(hi > lo, hi, centre + 1)
-        lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
-        out[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))] = k + 1
     return out
 
 
@@ -127,8 +110,6 @@ def export_case(pred: CasePrediction, props: dict[str, Any], out_dir: str | os.P
     if save_boxes:
         write_image(box_mask(boxes, geometry.shape), geometry, out_dir / f"{case}_boxes.nii.gz")
     if save_instances:
-        from retinaunet.inference.instances import instance_map
-
         if pred.seg is None:
             raise ValueError(f"{case}: no segmentation to cut instances from (this model has no segmentation output)")
         write_image(instance_map(seg_to_original(pred.seg, props), boxes, labels), geometry,
@@ -153,7 +134,8 @@ def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
 
     Columns: case, class, class_name, score, center_x_mm, center_y_mm, (center_z_mm), size_<axis>_mm in
     array order, then the box in original index coordinates (<axis>0 ..., <axis>1 ...), and source_name
-    (the original case name, e.g. a LUNA16 seriesuid) when the cases were renamed by a converter.
+    (the original case name, e.g. a LUNA16 seriesuid) when the cases were renamed by a converter. Numbers are
+    written in full, as in the JSONs (the shortest text that reads back as the same float).
     """
     out_dir = Path(out_dir)
     docs = read_predictions(out_dir)
@@ -169,9 +151,9 @@ def write_run_csv(out_dir: str | os.PathLike, name: str = CSV_NAME) -> Path:
     writer.writerow(header)
     for doc in docs:
         for b in doc["boxes"]:
-            writer.writerow([doc["case"], b["class"], b.get("class_name", ""), f"{b['score']:.6f}",
-                             *[f"{v:.3f}" for v in b["center_world"]], *[f"{v:.3f}" for v in b["size_mm"]],
-                             *[f"{v:.3f}" for v in b["box"]], *([doc.get("source_name", "")] if named else [])])
+            writer.writerow([doc["case"], b["class"], b.get("class_name", ""), float(b["score"]),  # in full
+                             *map(float, b["center_world"]), *map(float, b["size_mm"]), *map(float, b["box"]),
+                             *([doc.get("source_name", "")] if named else [])])
     path = out_dir / name
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())

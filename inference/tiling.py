@@ -13,27 +13,12 @@ cover a box (the "expected views" of weighted box clustering) without any full-s
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def tile_starts(size: int, patch: int, overlap: float) -> np.ndarray:
-    """Start positions along one axis: int64[n].
-
-    ``size <= patch``: one start ``-((patch - size) // 2)`` (the image centred in a zero-padded tile).
-    Otherwise ``n = ceil((size - patch) / step) + 1`` starts spread evenly from 0 to ``size - patch``
-    with ``step = floor(patch * (1 - overlap))``, so neighbours overlap by at least ``overlap * patch``.
-    """
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
-    if size <= patch:
-        return np.asarray([-((patch - size) // 2)], dtype=np.int64)
-    step = max(1, int(math.floor(patch * (1.0 - overlap))))
-    n = int(math.ceil((size - patch) / step)) + 1
-    return np.round(np.linspace(0, size - patch, n)).astype(np.int64)
+from retinaunet.tiles import tile_starts
 
 
 @dataclass

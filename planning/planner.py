@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from retinaunet.inference.tiling import tile_starts
 from retinaunet.planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
 from retinaunet.planning.budget import CPU_FLOPS, Budget, default_budget
 from retinaunet.planning.coverage import choose_matching, format_coverage
@@ -44,6 +43,7 @@ from retinaunet.plans import (
     TrainingPlan,
     cumulative_stride,
 )
+from retinaunet.tiles import tile_starts
 
 __all__ = ["plan_from_fingerprint", "propose_plans", "choose_target_spacing", "choose_mode", "plan_normalization",
            "object_sizes", "STRONG_ANISOTROPY", "CONTEXT_SLICES"]

@@ -11,7 +11,7 @@ from retinaunet.convert.luna16 import convert_luna16, luna_splits
 from retinaunet.dataset import validate_dataset
 from retinaunet.io import Geometry, read_image, read_json
 from retinaunet.layout import TaskPaths
-from retinaunet.training.splits import num_folds
+from retinaunet.splits import num_folds
 from tests.convert_fixtures import make_luna
 
 

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
             raise EvaluationError("--cv reads the fold folders itself; leave out -p")
         plan = args.plan or _plan_name(task_dir)
         out = None if args.no_write else (args.out or TaskPaths(task_dir).model_dir(args.model, plan))
-        from retinaunet.training.splits import num_folds
+        from retinaunet.splits import num_folds
 
         return evaluate_cv(task_dir, args.model, plan, args.iou, out, class_names, args.max_detections,
                            num_folds=num_folds(task_dir), size_edges=edges)
@@ -139,7 +139,7 @@ def _run_luna(args: argparse.Namespace) -> dict:
     if args.cv:
         if args.pred is not None:
             raise EvaluationError("--cv reads the fold folders itself; leave out -p")
-        from retinaunet.training.splits import num_folds
+        from retinaunet.splits import num_folds
 
         model_dir = TaskPaths(task_dir).model_dir(args.model, args.plan or _plan_name(task_dir))
         dirs = [ModelFolder(model_dir).fold(k).test_predictions for k in range(num_folds(task_dir))]

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from retinaunet.boxes import box_iou_np
 from retinaunet.evaluation.io import CaseBoxes
+from retinaunet.evaluation.metrics import evaluate_cases
 
 __all__ = ["SIZE_BUCKETS_MM", "bucket_names", "box_size_mm", "label_spacings", "evaluate_by_size",
            "format_size_table"]
@@ -75,8 +76,6 @@ def evaluate_by_size(predictions: Mapping[str, CaseBoxes], ground_truth: Mapping
                      class_names: Sequence[str] | None = None, max_detections: int = 100,
                      edges: Sequence[float] = SIZE_BUCKETS_MM) -> dict:
     """``{"iou", "edges_mm", "size", "buckets": {name: {objects, mAP, AP_any, AP, FROC sensitivities, CPM}}}``."""
-    from retinaunet.evaluation.evaluate import evaluate_cases
-
     cases = sorted(ground_truth)
     dim = ground_truth[cases[0]].boxes.shape[1] // 2
     buckets = {}

@@ -9,8 +9,8 @@ from loguru import logger
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import TaskPaths
 from retinaunet.plans import apply_overrides, load_plans
+from retinaunet.splits import num_folds
 from retinaunet.threads import set_threads
-from retinaunet.training.splits import num_folds
 
 
 def build_parser() -> argparse.ArgumentParser:

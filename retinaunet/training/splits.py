@@ -3,7 +3,8 @@
 Every case lies in exactly one fold's test set. Cases are stratified by the sorted tuple of classes they
 contain (cases without objects form their own stratum), so rare classes spread over all folds. A
 ``splits.json`` the user wrote is used as it is, after checking that it names known cases only and that
-train, val and test of a fold do not overlap.
+train, val and test of a fold do not overlap. Reading and checking the file is the core's
+(``retinaunet.splits``); making the folds is the trainer's.
 """
 
 from __future__ import annotations
@@ -11,20 +12,15 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from loguru import logger
 
-from retinaunet.io import read_json, write_json
+from retinaunet.io import write_json
 from retinaunet.layout import TaskPaths
+from retinaunet.splits import SPLIT_KEYS, SplitsError, read_splits, splits_file, validate_splits
 
-SPLIT_KEYS = ("train", "val", "test")
-
-
-class SplitsError(ValueError):
-    """A splits.json that cannot be used; the message names the file and the fix."""
+__all__ = ["SPLIT_KEYS", "SplitsError", "load_or_create_splits", "make_splits", "validate_splits"]
 
 
 def make_splits(case_classes: Mapping[str, Iterable[int]], n_folds: int = 5,
@@ -62,65 +58,6 @@ def make_splits(case_classes: Mapping[str, Iterable[int]], n_folds: int = 5,
     return folds
 
 
-def validate_splits(splits: Any, known_cases: Iterable[str], source: str | os.PathLike = "splits") -> None:
-    """Raise :class:`SplitsError` (one line naming ``source``) unless ``splits`` is a usable list of folds.
-
-    Each fold needs "train" and "val" lists ("test" is optional), names known cases only, and its three sets
-    must not overlap.
-    """
-    known = set(known_cases)
-    fix = "fix it or delete it to have the splits recreated"
-    if not isinstance(splits, list) or not splits:
-        raise SplitsError(f"{source}: expected a non-empty list of folds like "
-                          f'[{{"train": [...], "val": [...], "test": [...]}}]; {fix}')
-    for k, fold in enumerate(splits):
-        if not isinstance(fold, dict) or "train" not in fold or "val" not in fold:
-            raise SplitsError(f"{source}: fold {k} must be a dict with 'train' and 'val' lists; {fix}")
-        extra = set(fold) - set(SPLIT_KEYS)
-        if extra:
-            raise SplitsError(f"{source}: fold {k} has unknown keys {sorted(extra)} (allowed: train, val, test); {fix}")
-        sets = {}
-        for key in SPLIT_KEYS:
-            names = fold.get(key, [])
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise SplitsError(f"{source}: fold {k} '{key}' must be a list of case names; {fix}")
-            unknown = sorted(set(names) - known)
-            if unknown:
-                raise SplitsError(f"{source}: fold {k} '{key}' names unknown cases {unknown[:5]} "
-                                  f"(not among the {len(known)} preprocessed cases); {fix}")
-            if len(set(names)) != len(names):
-                raise SplitsError(f"{source}: fold {k} '{key}' lists a case twice; {fix}")
-            sets[key] = set(names)
-        if not sets["train"]:
-            raise SplitsError(f"{source}: fold {k} has no training cases; {fix}")
-        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-            both = sorted(sets[a] & sets[b])
-            if both:
-                raise SplitsError(f"{source}: fold {k} has cases in both '{a}' and '{b}' ({both[:5]}); {fix}")
-
-
-def splits_file(task: TaskPaths | str | os.PathLike) -> Path:
-    """The splits.json of a task (TaskPaths, task folder, or the file itself)."""
-    if isinstance(task, TaskPaths):
-        return task.splits
-    path = Path(task)
-    return path if path.suffix == ".json" else TaskPaths(path).splits
-
-
-def num_folds(task_paths: TaskPaths | str | os.PathLike, default: int = 5) -> int:
-    """Folds of a task: as many as its splits.json lists (a converter may write ten), else ``default``."""
-    path = splits_file(task_paths)
-    if not path.is_file():
-        return default
-    try:
-        splits = read_json(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        raise SplitsError(f"{path}: cannot read ({err}); fix it or delete it to have the splits recreated") from None
-    if not isinstance(splits, list) or not splits:
-        raise SplitsError(f"{path}: expected a non-empty list of folds; fix it or delete it")
-    return len(splits)
-
-
 def load_or_create_splits(task_paths: TaskPaths | str | os.PathLike, case_classes: Mapping[str, Iterable[int]],
                           seed: int = 0, n_folds: int = 5) -> list[dict[str, list[str]]]:
     """The task's folds: splits.json as it is when present (validated), else new stratified folds written
@@ -129,11 +66,7 @@ def load_or_create_splits(task_paths: TaskPaths | str | os.PathLike, case_classe
     """
     path = splits_file(task_paths)
     if path.exists():
-        try:
-            splits = read_json(path)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line message
-            raise SplitsError(f"{path}: cannot read ({err}); fix it or delete it to have the splits recreated") \
-                from None
+        splits = read_splits(path)
         validate_splits(splits, case_classes, path)
         covered = {c for fold in splits for key in SPLIT_KEYS for c in fold.get(key, [])}
         missing = sorted(set(case_classes) - covered)
