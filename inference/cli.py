@@ -115,7 +115,8 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
                    device: str | torch.device = "cpu", consolidation: str | None = None, save_seg: bool = False,
                    save_boxes: bool = False, overwrite: bool = False, batch_size: int | None = None,
                    progress: bool = True, resume: bool = False, overrides: Sequence[str] = (),
-                   planned_settings: bool = False, save_instances: bool = False) -> list[Path]:
+                   planned_settings: bool = False, save_instances: bool = False,
+                   chosen_by: str | None = None) -> list[Path]:
     """Predict every case of ``input_dir`` (this shard's share) into ``output_dir``; returns the JSON paths.
 
     Writes ``<case>.json`` per case (see :mod:`retinaunet.inference.export`), optional NIfTI masks, and
@@ -130,6 +131,9 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     leaves those of an earlier model beside its new JSONs. ``resume`` continues an interrupted run: cases
     whose JSON exists (it is written last) are kept, the others predicted, and the CSV and gallery
     written as an uninterrupted run writes them.
+
+    ``chosen_by``: the file that chose this configuration (``models/consolidation.json``), recorded in
+    every JSON's settings.
     """
     from retinaunet.inference.settings import resolve_settings, settings_metadata
 
@@ -138,6 +142,8 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     folder, output_dir = ModelFolder(Path(model_dir)), Path(output_dir)
     plans, record = resolve_settings(folder, folds, overrides, planned=planned_settings, mirror=mirror,
                                      consolidation=consolidation)
+    if chosen_by is not None:
+        record["configuration_from"] = chosen_by
     cases = find_input_cases(input_dir, plans)
     names = shard_cases(list(cases), *shard)
     for name in names:
@@ -239,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folds to ensemble (default: every trained fold; each adds its kept best epochs)")
     p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
     p.add_argument("--plan", nargs="+", default=None,
-                   help="plan name: 2d, 2dc, 3d, 3dlr (default: the default configuration of the task's plans.json). "
+                   help="plan name: 2d, 2dc, 3d, 3dlr (default: what rud_consolidate chose, in "
+                        "models/consolidation.json, else the default configuration of the task's plans.json). "
                         "Several (e.g. --plan 2d 3d): each predicts into OUTPUT_DIR/<plan>/ and their boxes are "
                         "merged by WBC into OUTPUT_DIR (rud_consolidate says when that beats one configuration)")
     p.add_argument("--no-tta", action="store_true",
@@ -287,7 +294,9 @@ def predict(args: argparse.Namespace) -> None:
         raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
     shard = parse_shard(args.shard)
     set_threads(args.threads)
-    plans = args.plan or [None]
+    plans, chosen_by = args.plan, None
+    if not plans:
+        plans, chosen_by = consolidated_choice(args.task, args.model)
     for plan in plans:
         model_dir = resolve_model_dir(args.task, args.model, plan)
         out = args.output / plan if len(plans) > 1 else args.output
@@ -295,8 +304,31 @@ def predict(args: argparse.Namespace) -> None:
                        shard=shard, device=device, consolidation=args.consolidation, save_seg=args.save_seg,
                        save_boxes=args.save_boxes, overwrite=args.overwrite, batch_size=args.batch_size,
                        resume=args.resume, overrides=args.override, planned_settings=args.planned_settings,
-                       save_instances=args.save_instances)
+                       save_instances=args.save_instances, chosen_by=chosen_by)
     if len(plans) > 1:
         from retinaunet.inference.plan_ensemble import merge_prediction_folders
 
-        merge_prediction_folders([args.output / p for p in plans], args.output)
+        merge_prediction_folders([args.output / p for p in plans], args.output, chosen_by=chosen_by)
+
+
+def consolidated_choice(task: str | None, model: str) -> tuple[list[str | None], str | None]:
+    """The configuration(s) ``rud_consolidate`` chose for ``model`` (``models/consolidation.json``) and that
+    file, when it exists and every chosen configuration is still trained; else ``[None]`` (the plans'
+    default configuration) and None."""
+    paths = TaskPaths.from_task(task)
+    record_file = paths.root / "models" / "consolidation.json"
+    if not record_file.is_file():
+        return [None], None
+    record = read_json(record_file)
+    choice = list(record.get("choice") or [])
+    if record.get("model", model) != model or not choice:
+        return [None], None
+    missing = [p for p in choice if not paths.model_dir(model, p).is_dir()
+               or not ModelFolder(paths.model_dir(model, p)).available_folds()]
+    if missing:
+        logger.warning(f"{record_file} chose {' + '.join(choice)}, but {', '.join(missing)} has no trained fold; "
+                       f"using the plans' default configuration (run rud_consolidate again, or pass --plan)")
+        return [None], None
+    logger.info(f"predicting with the configuration(s) rud_consolidate chose: {' + '.join(choice)} ({record_file}; "
+                f"pass --plan to choose another)")
+    return choice, str(record_file)

@@ -24,7 +24,7 @@ __all__ = ["merge_prediction_folders"]
 
 
 def merge_prediction_folders(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                             iou: float = 1e-5) -> list[Path]:
+                             iou: float = 1e-5, chosen_by: str | None = None) -> list[Path]:
     """Merge the prediction JSONs of ``folders`` (one per configuration) case by case into ``out_dir``."""
     folders = [Path(f) for f in folders]
     out_dir = Path(out_dir)
@@ -53,6 +53,8 @@ def merge_prediction_folders(folders: Sequence[str | os.PathLike], out_dir: str 
         doc["boxes"] = entries
         doc["settings"] = {"ensemble_of": [str(f) for f in folders], "consolidation": "wbc", "wbc_iou": iou,
                            "configurations": [d.get("settings") for d in docs]}
+        if chosen_by is not None:
+            doc["settings"]["configuration_from"] = chosen_by
         written.append(write_json(doc, out_dir / f"{case}.json"))
     write_run_csv(out_dir)
     return written

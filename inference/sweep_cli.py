@@ -25,7 +25,8 @@ __all__ = ["main", "run_sweep"]
 
 def run_sweep(task: str | None, model: str = "retina_unet", plan: str | None = None,
               folds: Sequence[int] | None = None, metric: str = "map", device: str = "cpu",
-              target_sensitivity: float | None = 0.9, target_fp: float | None = 1.0) -> tuple[SweepResult, Path]:
+              target_sensitivity: float | None = 0.9, target_fp: float | None = 1.0,
+              faster_ensemble: bool = False) -> tuple[SweepResult, Path]:
     """Sweep the pooled validation predictions of ``folds`` (default: every trained fold) of a model folder."""
     from retinaunet.inference.cli import resolve_model_dir
 
@@ -42,7 +43,8 @@ def run_sweep(task: str | None, model: str = "retina_unet", plan: str | None = N
             splits = read_json(paths.splits)
             write_raw_predictions(folder, fold, paths.preprocessed(plans.plan_name), splits[fold]["val"],
                                   folder.fold(fold).val_raw, device)
-    return sweep_folds(folder, folds, metric, target_sensitivity=target_sensitivity, target_fp=target_fp)
+    return sweep_folds(folder, folds, metric, faster_ensemble, target_sensitivity=target_sensitivity,
+                       target_fp=target_fp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "raw validation predictions rud_train keeps (no network pass; a fold without them is "
                     "predicted once). Writes sweep.json (chosen values, the whole search table) and "
                     "sweep_table.csv into the fold, or into the model folder for several folds; rud_predict "
-                    "applies the chosen values.")
+                    "applies the chosen values. A setting replaces the planned one only when its gain holds under "
+                    "a paired bootstrap over the validation cases (the 90% interval's lower end above zero). Never "
+                    "chosen: fewer checkpoints or mirrored views than planned (unless --faster-ensemble), a cap on "
+                    "boxes per case below the planned one, a score threshold that loses validation recall.")
     p.add_argument("-t", "--task", default=None, help="task number or name (default $RUD_TASK)")
     p.add_argument("--model", default="retina_unet", help="model name (default retina_unet)")
     p.add_argument("--plan", default=None, help="plan name: 2d, 2dc, 3d ... (default: the task's plans.json)")
@@ -68,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-fp", type=float, default=1.0,
                    help="propose the lowest score threshold with at most this many false positives per case "
                         "(default 1)")
+    p.add_argument("--faster-ensemble", action="store_true",
+                   help="also try fewer checkpoints and no test-time mirroring than planned (faster prediction; "
+                        "chosen only when it holds the validation metric). Default: the planned ensemble stays")
     p.add_argument("--device", default="auto", help="for missing raw predictions: cpu, cuda ... (default: cuda "
                                                     "when available)")
     return p
@@ -78,14 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         result, path = run_sweep(args.task, args.model, args.plan, args.folds, args.metric, device,
-                                 args.target_sensitivity, args.target_fp)
+                                 args.target_sensitivity, args.target_fp, args.faster_ensemble)
     except (ModelFolderError, LayoutError, PlansError, ReadError, ValueError, FileNotFoundError, KeyError,
             IndexError) as err:
         print(f"rud_sweep: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
     values = ", ".join(f"{k}={v}" for k, v in result.chosen.items())
     print(f"{result.metric} on {result.num_cases} validation case(s): planned {result.planned_value:.4f}, "
-          f"chosen {result.value:.4f} ({len(result.table)} settings tried)\nchosen: {values}")
+          f"chosen {result.value:.4f} ({len(result.table)} settings tried)\n{result.decision['reason']}\n"
+          f"chosen: {values}")
     for point in result.operating_points:
         target = ", ".join(f"{k} {v:g}" for k, v in point["target"].items())
         if point["reachable"]:

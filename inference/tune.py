@@ -29,6 +29,8 @@ from retinaunet.model_folder import ModelFolder, ModelFolderError
 
 __all__ = ["write_raw_predictions", "sweep_folds", "write_sweep"]
 
+FEW_CASES = 30  # below this many validation cases of one fold, the sweep says how few it decided on
+
 
 def write_raw_predictions(folder: ModelFolder, fold: int, pre_dir: str | os.PathLike, cases: Sequence[str],
                           out_dir: str | os.PathLike, device: str | torch.device = "cpu") -> list[Path]:
@@ -68,14 +70,15 @@ def write_sweep(result: SweepResult, folds: Sequence[int], out_dir: str | os.Pat
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in result.table:
-            writer.writerow({k: (" ".join(v) if isinstance(v, list) else v) for k, v in row.items()})
+            writer.writerow({k: (" ".join(str(x) for x in v) if isinstance(v, list) else v) for k, v in row.items()})
     return write_json(doc, out_dir / "sweep.json")
 
 
-def sweep_folds(folder: ModelFolder, folds: Sequence[int], metric: str = "map", **targets: float | None
-                ) -> tuple[SweepResult, Path]:
+def sweep_folds(folder: ModelFolder, folds: Sequence[int], metric: str = "map", faster_ensemble: bool = False,
+                **targets: float | None) -> tuple[SweepResult, Path]:
     """Sweep the pooled raw validation predictions of ``folds``; returns the result and the file written.
 
+    ``faster_ensemble``: the sweep may choose fewer checkpoints or no mirroring than planned.
     ``targets``: ``target_sensitivity`` / ``target_fp`` of the proposed operating points.
     """
     cases = []
@@ -87,9 +90,14 @@ def sweep_folds(folder: ModelFolder, folds: Sequence[int], metric: str = "map", 
                                    f"of a fold (or run rud_sweep with --predict to make them)")
         cases += found
     plans = folder.load_plans()
-    result = sweep(cases, plans, metric, **targets)
+    result = sweep(cases, plans, metric, faster_ensemble=faster_ensemble, **targets)
     out = folder.fold(folds[0]).path if len(folds) == 1 else folder.path
     path = write_sweep(result, folds, out)
     logger.info(f"{metric} on {len(cases)} validation case(s) of fold(s) {list(folds)}: planned "
-                f"{result.planned_value:.4f} -> chosen {result.value:.4f}; {path}")
+                f"{result.planned_value:.4f} -> chosen {result.value:.4f} ({result.decision['chosen']} settings); "
+                f"{path}")
+    if len(folds) == 1 and len(cases) < FEW_CASES:
+        logger.warning(f"the sweep decided on the {len(cases)} validation case(s) of one fold; a setting replaced "
+                       f"the planned one only for a gain that held under resampling. Train more folds and run "
+                       f"rud_sweep (or rud_consolidate) to decide on their pooled validation cases")
     return result, path

@@ -247,11 +247,14 @@ class ModelFolder:
 
     def tuned_plans(self, folds: Sequence[int] | None = None) -> tuple[Plans, Path | None]:
         """The folder's plans with the values a sweep chose for ``folds`` (default: every trained fold) on top
-        of their ``inference`` section, and the sweep file they came from (None: the planned values)."""
+        of their ``inference`` section, and the sweep file they came from (None: the planned values).
+
+        The pooled sweep of the model folder (several folds' validation cases, the most to decide on) is used
+        whenever its folds include ``folds``; else a single fold's own sweep."""
         plans = self.load_plans()
         folds = sorted(self.available_folds() if folds is None else folds)
         source = None
-        if self.sweep_file.exists() and sorted(read_json(self.sweep_file).get("folds", [])) == folds:
+        if self.sweep_file.exists() and folds and set(folds) <= set(read_json(self.sweep_file).get("folds", [])):
             source = self.sweep_file
         elif len(folds) == 1 and self.fold(folds[0]).sweep_file.exists():
             source = self.fold(folds[0]).sweep_file

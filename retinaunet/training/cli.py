@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "planned (rud_sweep can choose them later)")
     p.add_argument("--sweep-metric", choices=("map", "cpm", "patient"), default="map",
                    help="validation metric the sweep maximises: mAP@0.1, FROC CPM or patient-level AP")
+    p.add_argument("--faster-ensemble", action="store_true",
+                   help="let the sweep choose fewer checkpoints or no test-time mirroring than planned, when that "
+                        "holds the validation metric (default: the planned ensemble stays)")
     p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change plan entries for this run, e.g. training.learning_rate=3e-4 (changes results)")
     return p
@@ -97,7 +100,8 @@ def train(args: argparse.Namespace) -> None:
             opts = TrainOptions(fold=fold, model=args.model, device=args.device, num_workers=args.workers,
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
                                 seed=args.seed, predict_test=not args.no_test, sweep=not args.no_sweep,
-                                sweep_metric=args.sweep_metric, pretrained=args.pretrained)
+                                sweep_metric=args.sweep_metric, pretrained=args.pretrained,
+                                faster_ensemble=args.faster_ensemble)
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()

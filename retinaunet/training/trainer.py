@@ -62,6 +62,7 @@ class TrainOptions:
     max_nonfinite: int = 10
     sweep: bool = True  # keep the raw val predictions and choose the inference settings on them
     sweep_metric: str = "map"
+    faster_ensemble: bool = False  # the sweep may choose fewer checkpoints or no mirroring than planned
     pretrained: str | None = None  # model folder or checkpoint whose fitting weights start the training
 
 
@@ -319,9 +320,17 @@ class Trainer:
             return {}
         write_raw_predictions(self.folder, self.opts.fold, self.pre_dir, self.split["val"], self.fold.val_raw,
                               self.device)
-        result, _ = sweep_folds(self.folder, [self.opts.fold], self.opts.sweep_metric)
-        return {"metric": result.metric, "planned": result.planned_value, "chosen": result.value,
-                "values": result.chosen}
+        result, _ = sweep_folds(self.folder, [self.opts.fold], self.opts.sweep_metric,
+                                faster_ensemble=self.opts.faster_ensemble)
+        summary = {"metric": result.metric, "planned": result.planned_value, "chosen": result.value,
+                   "values": result.chosen, "cases": result.num_cases, "decision": result.decision["chosen"]}
+        pooled = [f for f in self.folder.available_folds() if any(self.folder.fold(f).val_raw.glob("*.npz"))]
+        if len(pooled) > 1 and self.opts.fold in pooled:  # more folds' val cases to decide on: their pooled choice
+            result, path = sweep_folds(self.folder, pooled, self.opts.sweep_metric,
+                                       faster_ensemble=self.opts.faster_ensemble)
+            summary["pooled"] = {"folds": pooled, "cases": result.num_cases, "decision": result.decision["chosen"],
+                                 "values": result.chosen, "file": str(path)}
+        return summary
 
     # ------------------------------------------------------------------------------------------- finish
     def finish(self) -> dict:
