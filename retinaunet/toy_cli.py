@@ -9,6 +9,7 @@ from loguru import logger
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import data_root
 from retinaunet.toy import DEFAULT_NUMBERS, KINDS, Toy2DConfig, Toy3DConfig, write_toy_task
+from retinaunet.toy_chestct import ChestCTConfig, write_chestct_cohort
 from retinaunet.toy_nodules import NODULE_NUMBERS, NoduleConfig, write_nodule_task
 
 
@@ -18,20 +19,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a toy detection task (raw images, instance maps and their jsons, train and test "
                     "splits) into the data root, ready for rud_plan. The 2D kinds are the paper's toy "
                     "experiments; 'spheres' is a 3D task with anisotropic spacing; 'nodules' is a CT-scale "
-                    "chest task with nodules of 3-30 mm.",
+                    "chest task with nodules of 3-30 mm; 'chestct' writes whole chest CT scans in LUNA16's own format "
+                    "(not a task: convert it with rud_convert luna16).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("kind", choices=(*KINDS, "nodules"),
+    p.add_argument("kind", choices=(*KINDS, "nodules", "chestct"),
                    help="shapes: filled circle vs circle with a hole cut from the mask; patterns: the same "
                         "images, hole kept in the mask; scales: circles of two radii; spheres: 3D filled vs "
                         "hollow spheres, 0-3 per volume, some volumes empty; nodules: cropped chest CT (60 x 90 x 90 "
                         "mm) with vessels, airways and chest wall, 1-3 nodules of 3-30 mm (log-uniform) per "
-                        "volume, classes solid / part_solid / calcified")
+                        "volume, classes solid / part_solid / calcified; chestct: a cohort of whole chest CT scans "
+                        "(512 x 512, 1-2.5 mm slices, 120-400 slices, body, table, lungs with vessels, nodules of "
+                        "3-30 mm, padding outside the circular field of view) as subsetK/<seriesuid>.mhd/.raw with "
+                        "annotations.csv and annotations_excluded.csv")
     p.add_argument("--num-train", type=int, default=None,
                    help="training images (default 1000 for 2D as in the paper, 40 for spheres, 32 for nodules)")
     p.add_argument("--num-test", type=int, default=None,
                    help="held-out test images (default 1000 for 2D, 20 for spheres, 24 for nodules)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    p.add_argument("--size", type=int, default=320, help="2D image side in pixels")
+    p.add_argument("--size", type=int, default=None,
+                   help="2D image side in pixels (default 320); chestct: in-plane voxels per side (default 512; "
+                        "smaller keeps the field of view and makes the voxels coarser, for quick checks)")
+    p.add_argument("--num-scans", type=int, default=20, help="chestct: scans in the cohort")
+    p.add_argument("--subsets", type=int, default=10,
+                   help="chestct: subsetK folders the scans are dealt into (rud_convert luna16 makes one fold per "
+                        "subset; 3 or more give a splits.json)")
+    p.add_argument("--slices", type=int, nargs=2, default=(120, 400), metavar=("MIN", "MAX"),
+                   help="chestct: slices per scan (fewer make the slices thicker: the scan keeps its length)")
+    p.add_argument("--out", default=None,
+                   help="chestct: the cohort's folder (default <data root>/LUNA16_chestct)")
     p.add_argument("--radius", type=float, default=20.0, help="2D circle radius in pixels (shapes, patterns)")
     p.add_argument("--hole-radius", type=float, default=4.0, help="radius of the donut's hole (shapes, patterns)")
     p.add_argument("--scale-radii", type=float, nargs=2, default=(19.0, 20.0), metavar=("SMALL", "LARGE"),
@@ -58,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_example(args: argparse.Namespace) -> None:
     """Write the toy task the parsed arguments describe and print its folder."""
+    if args.kind == "chestct":
+        out = args.out or data_root(args.data_root) / "LUNA16_chestct"
+        cfg = ChestCTConfig(num_scans=args.num_scans, subsets=min(args.subsets, args.num_scans),
+                            size=512 if args.size is None else args.size, slices=tuple(args.slices), seed=args.seed)
+        folder = write_chestct_cohort(out, cfg, args.force, not args.quiet)
+        logger.info(f"wrote {folder} ({cfg.num_scans} scans in {cfg.subsets} subsets); next: "
+                    f"rud_convert luna16 {folder} -t NUMBER")
+        print(folder)
+        return
     root = data_root(args.data_root)
     if args.kind == "nodules":
         if args.slice_thickness <= 0:
@@ -70,7 +94,8 @@ def write_example(args: argparse.Namespace) -> None:
         cfg.num_train = 40 if args.num_train is None else args.num_train
         cfg.num_test = 20 if args.num_test is None else args.num_test
     else:
-        cfg = Toy2DConfig(kind=args.kind, size=args.size, radius=args.radius, hole_radius=args.hole_radius,
+        cfg = Toy2DConfig(kind=args.kind, size=320 if args.size is None else args.size, radius=args.radius,
+                          hole_radius=args.hole_radius,
                           scale_radii=tuple(args.scale_radii), objects_per_image=args.objects_per_image,
                           intensity=args.intensity, noise=args.noise, seed=args.seed,
                           num_train=1000 if args.num_train is None else args.num_train,
