@@ -28,7 +28,7 @@ from retinaunet.io import IMAGE_SUFFIXES, read_case, read_header, read_image, re
 from retinaunet.layout import TaskPaths
 from retinaunet.model_folder import ModelFolder, ModelFolderError
 from retinaunet.plans import Plans, load_plans
-from retinaunet.threads import recheck_threads, set_threads
+from retinaunet.threads import set_threads
 
 __all__ = ["InputError", "OutputExistsError", "find_input_cases", "main", "parse_shard", "predict_folder",
            "resolve_model_dir", "shard_cases"]
@@ -135,7 +135,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     ``chosen_by``: the file that chose this configuration (``models/consolidation.json``), recorded in
     every JSON's settings.
     """
-    from retinaunet.inference.settings import resolve_settings, settings_metadata
+    from retinaunet.inference.settings import resolve_settings, settings_difference, settings_metadata
 
     if overwrite and resume:
         raise ValueError("--overwrite and --continue exclude each other: --continue keeps finished cases")
@@ -164,6 +164,12 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise OutputExistsError(f"{existing[0]} exists{more}; pass --continue to finish an interrupted run, "
                                     "--overwrite to replace, or choose another -o")
+    for name in sorted(done):  # --continue finishes the same run only
+        if (diff := settings_difference(read_json(output_dir / f"{name}.json").get("settings"),
+                                        settings_metadata(record, plans)["settings"])) is not None:
+            raise OutputExistsError(f"{output_dir / f'{name}.json'} was written by another run ({diff}); "
+                                    "--continue finishes the same run: give its settings, --overwrite to "
+                                    "replace, or choose another -o")
     models, plans = folder.load_models(folds, device, plans=plans)
     run = PredictionRun(models, plans, device, out_dir=output_dir, save_seg=save_seg, save_boxes=save_boxes,
                         predictor_options={"batch_size": batch_size, "progress": progress},
@@ -171,10 +177,10 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     logger.info(f"predicting {len(names) - len(done)} case(s) of {input_dir} (shard {shard[0]}/{shard[1]}"
                 + (f", {len(done)} done before" if done else "") + f") with {len(models)} model(s) x "
                 f"{len(run.predictor.views)} view(s) -> {output_dir}")
-    source_names = load_case_names(model_dir)  # converted tasks: case id -> original name
+    # converted tasks (the model's task) and staged DICOM series (the input folder): case id -> original name
+    source_names = {**load_case_names(model_dir), **load_case_names(input_dir)}
     kept, panels = [], []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
-        recheck_threads()  # other work started or stopped: the fair share follows
         if name in done:
             kept.append(output_dir / f"{name}.json")
             if shard[1] == 1 and len(panels) < GALLERY_CASES:
@@ -273,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-instances", action="store_true",
                    help="also write <case>_instances.nii.gz: the voxels of box k of the JSON that the segmentation "
                         "output gives the box's class hold k+1 (models with a segmentation output)")
+    p.add_argument("--dicom", action="store_true",
+                   help="DICOM input only: also write per series <case>.seg.dcm (a DICOM SEG, one segment per finding) "
+                        "and <case>.sr.dcm (a TID 1500 measurement report), both referencing the source series")
+    p.add_argument("--operating-point", type=float, default=0.5, metavar="SCORE",
+                   help="score from which a finding counts as positive: marked in report.html, and the findings "
+                        "that go into the DICOM SEG and SR (default 0.5; rud_sweep proposes thresholds)")
+    p.add_argument("--no-report", action="store_true",
+                   help="no report.html (its thumbnails read every case's image again)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing output files (the old predictions.csv and gallery.png are removed first)")
     p.add_argument("--continue", dest="resume", action="store_true",
@@ -285,7 +299,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command("rud_predict", lambda: predict(args))
+    return run_command("rud_predict", lambda: predict_with_readers(args))
+
+
+def predict_with_readers(args: argparse.Namespace) -> None:
+    """The run of :func:`predict` from a folder of images or of DICOM series (staged as images while it
+    runs), then what readers open: Slicer markups, report.html and with ``--dicom`` a SEG and SR per series."""
+    from retinaunet.inference.dicom_input import prepare_input
+    from retinaunet.inference.reader_outputs import input_cases, write_reader_outputs
+
+    with prepare_input(args.input, _num_modalities(args)) as inputs:
+        if args.dicom and not inputs.is_dicom:
+            raise ValueError(f"{args.input}: --dicom needs DICOM series as input (the SEG and SR reference them)")
+        predict(argparse.Namespace(**{**vars(args), "input": inputs.folder}))
+        cases = shard_cases(input_cases(inputs.folder), *parse_shard(args.shard))
+        write_reader_outputs(args.output, inputs, cases, args.operating_point, dicom=args.dicom,
+                             report=not args.no_report)
+
+
+def _num_modalities(args: argparse.Namespace) -> int:
+    """Modalities the model takes (1 when its folder cannot be found yet: predict() then says why)."""
+    try:
+        model_dir = resolve_model_dir(args.task, args.model, (args.plan or [None])[0])
+        return load_plans(ModelFolder(model_dir).plans_file).num_modalities
+    except Exception:  # predict() reports what is wrong with the model folder
+        return 1
 
 
 def predict(args: argparse.Namespace) -> None:

@@ -8,7 +8,9 @@ records all of it under ``settings`` in every prediction JSON, so a result can b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from retinaunet.inference.postprocess import STANDARD_STEPS
@@ -16,7 +18,7 @@ from retinaunet.inference.postprocess import STANDARD_STEPS
 from retinaunet.model_folder import ModelFolder
 from retinaunet.plans import Plans, PlansError, parse_value
 
-__all__ = ["apply_inference_overrides", "resolve_settings", "settings_metadata"]
+__all__ = ["apply_inference_overrides", "resolve_settings", "settings_difference", "settings_metadata"]
 
 def apply_inference_overrides(plans: Plans, overrides: Sequence[str]) -> list[str]:
     """Apply ``key=value`` to the ``inference`` section (``inference.`` may be left out); returns the dotted
@@ -63,3 +65,22 @@ def resolve_settings(folder: ModelFolder, folds: Sequence[int] | None, overrides
 def settings_metadata(record: dict[str, Any], plans: Plans) -> dict[str, Any]:
     """The ``settings`` entry of every prediction JSON: the record and the full inference section used."""
     return {"settings": {**record, "inference": plans.to_dict()["inference"]}}
+
+
+def settings_difference(written: Any, settings: dict[str, Any]) -> str | None:
+    """How the ``settings`` entry of a prediction JSON (``written``) differs from a run's ``settings``
+    (:func:`settings_metadata`'s entry): the model folder, the folds, then the first inference setting;
+    None when the JSON could have come from this run."""
+    if not isinstance(written, dict):
+        return "no settings record (an older or foreign JSON)"
+    old, new = written.get("model_folder"), settings["model_folder"]
+    if old is None or Path(str(old)).resolve() != Path(str(new)).resolve():
+        return f"model folder {old}, this run {new}"
+    if written.get("folds") != settings["folds"]:
+        return f"folds {written.get('folds')}, this run {settings['folds']}"
+    now = json.loads(json.dumps(settings["inference"]))  # as a JSON holds it
+    before = written.get("inference") if isinstance(written.get("inference"), dict) else {}
+    for key in sorted(set(now) | set(before)):
+        if before.get(key) != now.get(key):
+            return f"inference.{key} {json.dumps(before.get(key))}, this run {json.dumps(now.get(key))}"
+    return None

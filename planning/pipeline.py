@@ -70,8 +70,17 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+# section entries the named rows of the table already show
+_IN_ROWS = {"network.strides", "network.start_channels", "network.fpn_channels", "network.head_channels",
+            "network.block", "network.blocks_per_stage", "network.norm", "network.head_levels", "anchors.base_sizes",
+            "anchors.z_base_sizes", "anchors.coverage", "anchors.coverage_by_size", "matching.method",
+            "training.epochs", "training.batches_per_epoch", "inference.patch_size", "inference.checkpoints",
+            "inference.mirror"}
+
+
 def summary_table(plans: Plans) -> str:
-    """The main choices and their reasons as a plain-text table."""
+    """The main choices and their reasons as a plain-text table: the named rows, then every other section
+    entry (``section.key``) that differs from the schema's default."""
     net, anchors = plans.network, plans.anchors
     rows = [
         ("mode", plans.mode, "mode"),
@@ -96,11 +105,14 @@ def summary_table(plans: Plans) -> str:
         ("budget", "", "budget"),
     ]
     reasons = plans.reasons
+    rows += [(key, _fmt(value), key) for key, value in plans.changed_from_defaults().items() if key not in _IN_ROWS]
     width = max(len(r[0]) for r in rows)
     vwidth = min(44, max(len(r[1]) for r in rows))
     lines = [f"{'entry':<{width}}  {'value':<{vwidth}}  reason", "-" * (width + vwidth + 60)]
     for name, value, key in rows:
-        lines.append(f"{name:<{width}}  {value:<{vwidth}}  {reasons.get(key, '')}")
+        section = key.split(".")[0]
+        reason = reasons.get(key) or (f"(see {section})" if "." in key and section in reasons else "")
+        lines.append(f"{name:<{width}}  {value:<{vwidth}}  {reason}")
     by_size = plans.anchors.coverage_by_size
     if by_size:
         lines += ["", coverage_rows(by_size, plans.matching.iou_high)]

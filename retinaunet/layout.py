@@ -35,12 +35,15 @@ def check_name(name: object, what: str = "name") -> str:
     return text
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding the task folders: ``root`` if given, else ``$RUD_DATA``."""
+def data_root(root: str | os.PathLike | None = None, create: bool = False) -> Path:
+    """The folder holding the task folders: ``root`` if given, else ``$RUD_DATA``. ``create``: make it when
+    it is missing (commands that write a new task: rud_example, rud_convert)."""
     value = root if root is not None else os.environ.get("RUD_DATA")
     if not value:
         raise LayoutError("RUD_DATA is not set: export RUD_DATA=/path/to/data (the folder holding TaskXXX_Name)")
     path = Path(value).expanduser()
+    if create and not path.exists():
+        path.mkdir(parents=True, exist_ok=True)
     if not path.is_dir():
         raise LayoutError(f"data root {path} does not exist: create it or point RUD_DATA at the right folder")
     return path

@@ -362,6 +362,27 @@ class Plans:
         """The tile size of prediction: ``inference.patch_size``, else the training patch."""
         return list(self.inference.patch_size or self.patch_size)
 
+    def changed_from_defaults(self) -> dict[str, Any]:
+        """``{"section.key": value}`` for every section entry that differs from the schema's default (as this
+        plan's dims fill the inference defaults in); entries without a default are always planned, so listed."""
+        changed: dict[str, Any] = {}
+        dims = _dim_defaults(self.dim)
+        for name, cls in _SECTIONS.items():
+            section = getattr(self, name)
+            for f in dataclasses.fields(cls):
+                if f.default is not dataclasses.MISSING:
+                    default = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    default = f.default_factory()
+                else:
+                    changed[f"{name}.{f.name}"] = getattr(section, f.name)
+                    continue
+                if name == "inference" and default is None:
+                    default = dims.get(f.name, dims["max_detections"] if f.name == "decode_max_detections" else None)
+                if getattr(section, f.name) != default:
+                    changed[f"{name}.{f.name}"] = getattr(section, f.name)
+        return changed
+
     # ---- json
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "plans") -> Plans:

@@ -82,7 +82,7 @@ def write_example(args: argparse.Namespace) -> None:
                     f"rud_convert luna16 {folder} -t NUMBER")
         print(folder)
         return
-    root = data_root(args.data_root)
+    root = data_root(args.data_root, create=True)
     if args.kind == "nodules":
         if args.slice_thickness <= 0:
             raise ValueError("--slice-thickness must be positive")

@@ -107,7 +107,7 @@ def test_rud_evaluate_luna_writes_the_submission_with_seriesuids(tmp_path):
     assert rud_evaluate(["-t", str(task), "-p", str(pred), "--luna", "--annotations", str(ann)]) == 0
     rows = (pred / "luna_submission.csv").read_text().splitlines()
     assert rows[0] == "seriesuid,coordX,coordY,coordZ,probability"
-    assert rows[1].startswith("1.2.3,10.0000,20.0000,30.0000,0.9")
+    assert rows[1] == "1.2.3,10.0,20.0,30.0,0.9"
     metrics = json.loads((pred / "luna_metrics.json").read_text())
     assert metrics["counts"]["found"] == 1 and metrics["counts"]["missed"] == 1
     assert metrics["cpm"] == pytest.approx(0.5)

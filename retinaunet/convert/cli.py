@@ -76,7 +76,7 @@ def resolve_target(task: str | None, kind: str, name: str | None) -> Path:
     path = Path(text).expanduser()
     if "/" in text or path.is_dir():
         return path
-    root = data_root()
+    root = data_root(create=True)
     if TASK_PATTERN.match(text):
         return root / text
     if not text.isdigit():

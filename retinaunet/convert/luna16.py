@@ -14,6 +14,7 @@ maps them back. ``splits.json`` holds ten folds: fold k tests on subset k, valid
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from collections import defaultdict
@@ -63,6 +64,9 @@ def read_luna_csv(path: str | os.PathLike, need_diameter: bool = True) -> list[L
             except (TypeError, ValueError):
                 raise ConvertError(f"{path}: line {line} has a coordinate or diameter that is not a number") \
                     from None
+            if not all(math.isfinite(v) for v in (*centre, diameter)):
+                raise ConvertError(f"{path}: line {line} has a coordinate or diameter that is not finite "
+                                   f"({', '.join(str(v) for v in (*centre, diameter))}); fix or remove the row")
             rows.append(LunaNodule(row["seriesuid"].strip(), centre, diameter))
     return rows
 

@@ -76,7 +76,7 @@ def has_true_outlines(task_dir: str | os.PathLike) -> bool:
 
 @dataclass
 class Summary:
-    """What a conversion did: cases written and skipped, objects per class, dropped items with reasons."""
+    """What a conversion did: cases written and skipped, objects per class, dropped items with reasons, warnings."""
 
     class_names: list[str]
     written: list[str] = field(default_factory=list)
@@ -84,9 +84,14 @@ class Summary:
     objects: Counter = field(default_factory=Counter)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     task_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def drop(self, item: str, reason: str) -> None:
         self.dropped.append((item, reason))
+
+    def warn(self, text: str) -> None:
+        """Something written as asked that the user should know about (printed after the counts)."""
+        self.warnings.append(text)
 
     def count(self, classes: Mapping[Any, int]) -> None:
         self.objects.update(int(c) for c in classes.values())
@@ -104,6 +109,7 @@ class Summary:
                 lines.append(f"  {n} x {reason} (e.g. {', '.join(examples)})")
         else:
             lines.append("dropped: none")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 

@@ -181,12 +181,15 @@ def luna_candidates(pred_dirs: Sequence[str | os.PathLike], names: Mapping[str, 
 
 
 def write_submission(candidates: Iterable[Candidate], path: str | os.PathLike) -> Path:
-    """The challenge's submission CSV: seriesuid, coordX, coordY, coordZ, probability (one row a mark)."""
+    """The challenge's submission CSV: seriesuid, coordX, coordY, coordZ, probability (one row a mark).
+
+    Numbers are written in full (the shortest text that reads back as the same float): rounded
+    probabilities would tie marks that the scores order, and the challenge's script handles ties."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(SUBMISSION_HEADER)
     for c in candidates:
-        writer.writerow([c.seriesuid, *[f"{v:.4f}" for v in c.centre], f"{c.probability:.6f}"])
+        writer.writerow([c.seriesuid, *[float(v) for v in c.centre], float(c.probability)])  # repr: exact
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
