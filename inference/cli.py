@@ -28,7 +28,7 @@ from retinaunet.io import IMAGE_SUFFIXES, read_case, read_header, read_image, re
 from retinaunet.layout import TaskPaths
 from retinaunet.model_folder import ModelFolder, ModelFolderError
 from retinaunet.plans import Plans, load_plans
-from retinaunet.threads import set_threads
+from retinaunet.threads import recheck_threads, set_threads
 
 __all__ = ["InputError", "OutputExistsError", "find_input_cases", "main", "parse_shard", "predict_folder",
            "resolve_model_dir", "shard_cases"]
@@ -181,6 +181,7 @@ def predict_folder(model_dir: str | os.PathLike, input_dir: str | os.PathLike, o
     source_names = {**load_case_names(model_dir), **load_case_names(input_dir)}
     kept, panels = [], []
     for name in tqdm(names, desc="cases", unit="case", disable=not progress):
+        recheck_threads()  # other work started or stopped: the fair share follows
         if name in done:
             kept.append(output_dir / f"{name}.json")
             if shard[1] == 1 and len(panels) < GALLERY_CASES:

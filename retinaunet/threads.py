@@ -4,18 +4,30 @@ torch (and numba) start one thread per core by default. Beside another busy proc
 cores, every thread then waits for the others at each parallel region and a training step can take
 many times as long; with a share that fits, each process runs at about its fair fraction of the
 machine. The share is the cores this process may use (``sched_getaffinity``) minus those other
-processes keep busy right now (runnable tasks from ``/proc/loadavg``, or the 1-minute load average),
-at least one. An explicit count (``--threads``) always wins.
+processes keep busy right now, at least one. An explicit count (``--threads``) always wins.
+
+"Right now" is measured, not averaged: the CPU time the cores this process may use spent busy over a
+short window (``/proc/stat``), less the CPU time of this process and its children (``/proc/<pid>/stat``)
+in the same window. The 1-minute load average, used before, still held the pipeline's own earlier stage
+for a minute after it ended, so a quiet machine looked half busy and every stage ran on one of two
+cores. Long work calls :func:`recheck_threads` (each training epoch, every few cases of a prediction):
+when other work starts or stops, the share follows.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 
 from loguru import logger
 
-__all__ = ["available_cpus", "busy_cpus", "fair_threads", "set_threads"]
+__all__ = ["available_cpus", "busy_cpus", "fair_threads", "recheck_threads", "set_threads"]
+
+WINDOW_S = 0.5  # the window other processes' CPU use is measured over
+RECHECK_S = 60.0  # long work re-measures the share at most this often
+
+_state: dict = {"requested": None, "threads": None, "checked": 0.0}
 
 
 def available_cpus() -> int:
@@ -26,20 +38,89 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def busy_cpus() -> float:
-    """Cores other processes keep busy: runnable tasks now (less this one), or the 1-minute load average."""
-    running = None
+def _allowed_cpus() -> set[int] | None:
     try:
-        with open("/proc/loadavg") as fh:
-            fields = fh.read().split()
-        running = max(0, int(fields[3].split("/")[0]) - 1)
-        load = float(fields[0])
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpu_times(allowed: set[int] | None) -> tuple[float, float] | None:
+    """(busy, total) jiffies summed over the allowed cores' ``cpuN`` lines of ``/proc/stat``."""
+    busy = total = 0.0
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                name, *values = line.split()
+                if allowed is not None and int(name[3:]) not in allowed:
+                    continue
+                v = [float(x) for x in values]
+                idle = v[3] + (v[4] if len(v) > 4 else 0.0)  # idle + iowait
+                span = sum(v[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+                busy += span - idle
+                total += span
     except (OSError, ValueError, IndexError):
+        return None
+    return (busy, total) if total > 0 else None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    found += [int(c) for c in fh.read().split()]
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return found
+
+
+def _own_jiffies(pid: int | None = None) -> float:
+    """CPU time (jiffies, user + system) of this process and its living descendants (e.g. loader workers)."""
+    todo, seen, total = [os.getpid() if pid is None else pid], set(), 0.0
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
         try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            load = 0.0
-    return float(max(load, running or 0))
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += float(fields[11]) + float(fields[12])  # utime, stime (fields 14 and 15 of the file)
+        except (OSError, ValueError, IndexError):
+            continue
+        todo += _children(p)
+    return total
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def busy_cpus(window: float = WINDOW_S) -> float:
+    """Cores that other processes keep busy now: the allowed cores' busy time over ``window`` seconds less
+    this process's and its children's own, in cores. Without ``/proc``, the 1-minute load average."""
+    allowed = _allowed_cpus()
+    first, own0, t0 = _cpu_times(allowed), _own_jiffies(), time.monotonic()
+    if first is None:
+        return _load_average()
+    time.sleep(window)
+    second, own1, t1 = _cpu_times(allowed), _own_jiffies(), time.monotonic()
+    if second is None or second[1] <= first[1]:
+        return _load_average()
+    cores = len(allowed) if allowed else available_cpus()
+    busy_all = (second[0] - first[0]) / (second[1] - first[1]) * cores
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    own = (own1 - own0) / ticks / max(t1 - t0, 1e-6)
+    return float(min(cores, max(0.0, busy_all - own)))
 
 
 def fair_threads(requested: int | None = None, cpus: int | None = None, busy: float | None = None) -> int:
@@ -53,11 +134,9 @@ def fair_threads(requested: int | None = None, cpus: int | None = None, busy: fl
     return max(1, min(cpus, math.floor(cpus - busy + 0.5)))
 
 
-def set_threads(requested: int | None = None) -> int:
-    """Choose the thread count (see :func:`fair_threads`) and apply it to torch and numba; returns it."""
+def _apply(n: int) -> None:
     import torch
 
-    n = fair_threads(requested)
     torch.set_num_threads(n)
     try:
         import numba
@@ -65,6 +144,36 @@ def set_threads(requested: int | None = None) -> int:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     except (ImportError, ValueError):
         pass
+
+
+def set_threads(requested: int | None = None) -> int:
+    """Choose the thread count (see :func:`fair_threads`) and apply it to torch and numba; returns it.
+    Remembers ``requested`` for :func:`recheck_threads`."""
+    busy = None if requested is not None else busy_cpus()
+    n = fair_threads(requested, busy=busy)
+    _apply(n)
+    _state.update(requested=requested, threads=n, checked=time.monotonic())
     logger.info(f"using {n} thread(s) of {available_cpus()} core(s)"
-                + ("" if requested is not None else f" ({busy_cpus():.1f} busy with other work; --threads sets it)"))
+                + ("" if requested is None else " (--threads)")
+                + ("" if busy is None else f" ({busy:.1f} busy with other work now; --threads sets it)"))
+    return n
+
+
+def recheck_threads(interval: float = RECHECK_S) -> int | None:
+    """During long work: measure the share again (at most every ``interval`` seconds; never when the count was
+    given with ``--threads`` or :func:`set_threads` was not called) and apply it when it changed. Returns the
+    count in use, or None when no share is managed."""
+    if _state["threads"] is None or _state["requested"] is not None:
+        return _state["threads"]
+    now = time.monotonic()
+    if now - _state["checked"] < interval:
+        return _state["threads"]
+    busy = busy_cpus()
+    n = fair_threads(None, busy=busy)
+    _state["checked"] = time.monotonic()
+    if n != _state["threads"]:
+        _apply(n)
+        logger.info(f"now using {n} thread(s) of {available_cpus()} core(s) (was {_state['threads']}; "
+                    f"{busy:.1f} busy with other work)")
+        _state["threads"] = n
     return n

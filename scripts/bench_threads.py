@@ -1,4 +1,5 @@
-"""Training step time alone and beside a busy process, with torch's default threads and with the fair share.
+"""Training step time alone and beside a busy process, with torch's default threads and with the fair share;
+and the share measured right after an earlier stage of the same pipeline ended (the load average still holds it).
 
 Each measurement runs in a fresh process. "busy" is another torch job that keeps every core busy with
 torch's default thread count (as a second training or prediction would). The step is a full training
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
@@ -78,6 +81,8 @@ def main() -> None:
     p.add_argument("--threads", default="default", help=argparse.SUPPRESS)
     p.add_argument("--patch", type=int, default=128, help="patch side in pixels")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    p.add_argument("--earlier-seconds", type=float, default=30.0,
+                   help="how long the 'earlier stage' keeps the cores busy before the share is measured")
     args = p.parse_args()
     if args.worker == "step":
         print(json.dumps(step_worker(args.threads, args.patch, args.steps)))
@@ -85,9 +90,18 @@ def main() -> None:
     if args.worker == "busy":
         busy_worker()
         return
-    from retinaunet.threads import available_cpus, busy_cpus
+    from retinaunet.threads import available_cpus, busy_cpus, fair_threads
 
     print(f"{available_cpus()} core(s); other work keeps {busy_cpus():.1f} busy before the run")
+    # an earlier stage of the same pipeline: busy for a while, then finished
+    earlier = subprocess.Popen([sys.executable, str(SCRIPT), "--worker", "busy"], stdout=subprocess.DEVNULL)
+    time.sleep(args.earlier_seconds)
+    earlier.terminate()
+    earlier.wait()
+    load = os.getloadavg()[0]
+    print(f"right after an earlier stage of {args.earlier_seconds:.0f} s ended: the 1-minute load average says "
+          f"{load:.1f} busy (share {max(1, min(available_cpus(), math.floor(available_cpus() - load + 0.5)))} "
+          f"thread(s)); measured now: {busy_cpus():.1f} busy (share {fair_threads()} thread(s))")
     alone = {policy: measure(policy, args) for policy in ("default", "fair")}
     busy = subprocess.Popen([sys.executable, str(SCRIPT), "--worker", "busy"], stdout=subprocess.DEVNULL)
     try:

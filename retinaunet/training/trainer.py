@@ -33,6 +33,7 @@ from retinaunet.model_folder import (
 )
 from retinaunet.models import build_model
 from retinaunet.plans import Plans
+from retinaunet.threads import recheck_threads
 from retinaunet.training.checkpoint import rng_state, set_rng_state
 from retinaunet.training.curves import plot_curves
 from retinaunet.training.distributed import DistContext, barrier
@@ -228,6 +229,7 @@ class Trainer:
                    disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
         try:
             for _ in bar:
+                recheck_threads()  # other work started or stopped: the fair share follows
                 t0 = time.perf_counter()
                 batch = next(loader)
                 wait += time.perf_counter() - t0
