@@ -75,7 +75,7 @@ _IN_ROWS = {"network.strides", "network.start_channels", "network.fpn_channels",
             "network.block", "network.blocks_per_stage", "network.norm", "network.head_levels", "anchors.base_sizes",
             "anchors.z_base_sizes", "anchors.coverage", "anchors.coverage_by_size", "matching.method",
             "training.epochs", "training.batches_per_epoch", "inference.patch_size", "inference.checkpoints",
-            "inference.mirror"}
+            "inference.mirror", "crop.method", "crop.channel", "crop.threshold", "crop.margin_mm"}
 
 
 def summary_table(plans: Plans) -> str:
