@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("-i", "--input", type=Path, default=None, help="held-out images (default: the task's imagesTs)")
     p.add_argument("-l", "--labels", type=Path, default=None, help="their labels (default: labelsTs)")
     p.add_argument("--max-cases", type=int, default=None, help="only the first N held-out cases (sorted names)")
+    p.add_argument("--also", action="append", default=[], metavar="NAME=SWEEP_JSON",
+                   help="replay the values another sweep file chose as well (e.g. one written by an earlier rule)")
     p.add_argument("-o", "--out", type=Path, required=True, help="JSON with the figures; predictions beside it")
     args = p.parse_args()
 
@@ -57,8 +59,14 @@ def main() -> None:
     models, all_views, ranks = folder.load_models([args.fold], "cpu", plans=all_views, with_ranks=True)
     predict = PredictionRun(models, all_views, predictor_options={"keep_raw": True, "member_rank": ranks})
     out_root = args.out.with_suffix("")
-    runs = {name: PredictionRun(models, plans, out_dir=out_root / name)
-            for name, plans in (("planned", planned), ("swept", tuned))}
+    settings = [("planned", planned), ("swept", tuned)]
+    for item in args.also:
+        name, _, file = item.partition("=")
+        other = planned.copy()
+        for key, value in json.loads(Path(file).read_text())["chosen"].items():
+            other.override(f"inference.{key}", value, source=file)
+        settings.append((name, other))
+    runs = {name: PredictionRun(models, plans, out_dir=out_root / name) for name, plans in settings}
     cases = find_input_cases(args.input or paths.images_ts, planned)
     names = sorted(cases)[: args.max_cases]
     for name in tqdm(names, desc="held-out cases"):
