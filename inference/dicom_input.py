@@ -28,11 +28,12 @@ __all__ = ["DicomInputError", "PredictionInput", "prepare_input"]
 
 
 class DicomInputError(RuntimeError):
-    """No series of a DICOM folder can be predicted; ``problems`` holds one line per refused series."""
+    """No series of a DICOM folder can be predicted; ``refused`` holds the line of each refused series
+    (each was logged as it was found)."""
 
-    def __init__(self, message: str, problems: list[str]):
+    def __init__(self, message: str, refused: list[str]):
         super().__init__(message)
-        self.problems = problems
+        self.refused = refused
 
 
 @dataclass
@@ -82,7 +83,8 @@ def prepare_input(input_dir: str | os.PathLike, num_modalities: int = 1, progres
             write_image(volume, series.geometry, staged.folder / f"{case}_0000.mha")
             staged.series[case] = series
         if not staged.series:
-            raise DicomInputError(f"{input_dir}: no DICOM series can be predicted ({len(staged.refused)} refused)",
+            raise DicomInputError(f"{input_dir}: no DICOM series can be predicted ({len(staged.refused)} refused, "
+                                  "listed above)",
                                   staged.refused)
         write_json(staged.source_names, staged.folder / CASE_NAMES)  # rud_predict's source_name of each case
         logger.info(f"{input_dir}: {len(staged.series)} DICOM series to predict"
