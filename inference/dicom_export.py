@@ -94,7 +94,7 @@ def write_case_seg(doc: dict[str, Any], series: DicomSeries, path: str | os.Path
         hd.seg.SegmentDescription(
             segment_number=s + 1, segment_label=_label(entry),
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion if hasattr(codes.SCT, "Lesion") else codes.SCT.Nodule,
+            segmented_property_type=codes.SCT.Lesion,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=_algorithm(hd),
             tracking_id=f"finding {s + 1}", tracking_uid=uids[s])
         for s, entry in enumerate(findings)]

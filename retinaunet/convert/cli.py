@@ -10,8 +10,9 @@ from retinaunet.layout import TASK_PATTERN, LayoutError, data_root, default_task
 
 __all__ = ["build_parser", "main", "resolve_target"]
 
-KINDS = ("luna16", "lidc", "seg2det", "boxes", "points")
-DEFAULT_NAMES = {"luna16": "LUNA16", "lidc": "LIDC", "seg2det": "Seg2Det", "boxes": "Boxes", "points": "Points"}
+KINDS = ("luna16", "lidc", "seg2det", "boxes", "points", "dicom")
+DEFAULT_NAMES = {"luna16": "LUNA16", "lidc": "LIDC", "seg2det": "Seg2Det", "boxes": "Boxes", "points": "Points",
+                 "dicom": "DICOM"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "dropped items and why.",
         epilog="Kinds: luna16 LUNA_DIR (subset0..9 + annotations.csv) | lidc LIDC_DIR (DICOM as downloaded, via "
                "pylidc) | seg2det NNUNET_TASK (semantic maps -> connected components) | boxes IMAGES_DIR "
-               "--labels FILE | points IMAGES_DIR --labels FILE. Example: rud_convert luna16 ~/LUNA16 -t 16",
+               "--labels FILE | points IMAGES_DIR --labels FILE | dicom DICOM_DIR --labels SEG_DIR_OR_TABLE "
+               "(pip install -e '.[dicom]'). Example: rud_convert luna16 ~/LUNA16 -t 16",
 )
     p.add_argument("kind", choices=KINDS, help="what the source is")
     p.add_argument("source", type=Path, nargs="?", default=None,
@@ -48,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--connectivity", choices=("full", "face"), default="full",
                      help="voxels touching at corners join one component (full, the default) or only through faces")
     lab = p.add_argument_group("boxes and points")
-    lab.add_argument("--labels", type=Path, default=None, help="the CSV or JSON label file (one record per object)")
+    lab.add_argument("--labels", type=Path, default=None,
+                     help="the CSV or JSON label file (one record per object); for dicom also a folder of DICOM SEG "
+                          "objects, one per series (each connected component of a segment is an object)")
     lab.add_argument("--coords", choices=("world", "voxel"), default="world",
                      help="world (default): x, y, z in mm in the image's physical space; voxel: SimpleITK indices "
                           "x, y, z")
@@ -124,6 +128,14 @@ def run(args: argparse.Namespace):
             raise ValueError(f"rud_convert {args.kind} needs --labels FILE (CSV or JSON, one record per object)")
         return convert_labels(args.kind, args.source, args.labels, target, args.coords, args.classes,
                               args.modalities, shard=shard, progress=progress)
+    if args.kind == "dicom":
+        from retinaunet.convert.dicom import convert_dicom
+
+        if args.labels is None:
+            raise ValueError("rud_convert dicom needs --labels: a folder of DICOM SEG objects or a boxes/points table "
+                             "whose case column holds the SeriesInstanceUIDs")
+        return convert_dicom(args.source, args.labels, target, args.coords, args.classes, shard=shard,
+                             progress=progress)
     from retinaunet.convert.lidc import convert_lidc
 
     return convert_lidc(args.source, target, min_readers=args.min_readers, malignancy=args.malignancy,
