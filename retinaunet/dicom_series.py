@@ -28,7 +28,7 @@ import numpy as np
 
 from retinaunet.io import Geometry
 
-__all__ = ["DicomError", "DicomScan", "DicomSeries", "find_series", "is_dicom_folder", "require"]
+__all__ = ["DicomError", "DicomScan", "MissingExtraError", "DicomSeries", "find_series", "is_dicom_folder", "require"]
 
 NON_IMAGE_MODALITIES = {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "AU"}
 ORIENTATION_TOL = 1e-4  # direction cosines that differ by more are another orientation
@@ -40,6 +40,10 @@ class DicomError(RuntimeError):
     """A series that cannot be read as one volume; the message names the series and the fix."""
 
 
+class MissingExtraError(RuntimeError):
+    """An optional DICOM library is not installed; the message says how to install it."""
+
+
 def require(module: str = "pydicom") -> Any:
     """Import an optional DICOM library, or fail with one line saying how to install it."""
     import importlib
@@ -47,7 +51,7 @@ def require(module: str = "pydicom") -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{module} is not installed: DICOM input and output need the 'dicom' extra; "
+        raise MissingExtraError(f"{module} is not installed: DICOM input and output need the 'dicom' extra; "
                           "run pip install -e \".[dicom]\" (or pip install pydicom highdicom slicerio)") from None
 
 

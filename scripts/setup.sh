@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv in the repository: the pinned CPU build of torch where no torch is present, then this
-# package in editable mode with its test extras. Idempotent: a second run only checks and returns.
+# package in editable mode with its test, LIDC and DICOM extras. Idempotent: a second run only checks and returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,6 +15,6 @@ stamp=.venv/.retinaunet-installed
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing retinaunet-detection and its dependencies into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,lidc]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,lidc,dicom]"
     echo "$want" > "$stamp"
 fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -126,3 +128,30 @@ def test_compressed_without_decoder_is_refused_by_name(tmp_path):
     else:
         line = _refusal(tmp_path, "1.9.7")
         assert "JPEG Lossless" in line and "decoder" in line
+
+
+def test_core_imports_without_the_dicom_extra_and_says_how_to_install_it():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pydicom'] = None; sys.modules['highdicom'] = None\n"
+            "import retinaunet.inference.cli, retinaunet.convert.cli, retinaunet.dicom_series as d\n"
+            "import retinaunet.inference.reader_outputs\n"
+            "try:\n    d.require()\nexcept d.MissingExtraError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.count("\n") == 1 and "pip install -e \".[dicom]\"" in out
+
+
+def test_export_script_writes_series_that_read_back(tmp_path):
+    import runpy
+
+    from retinaunet.dicom_series import find_series
+    from tests.dicom_fixtures import write_nifti_case
+
+    write_nifti_case(tmp_path / "images" / "toy_0000.nii.gz")
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "export_dicom.py"))
+    assert script["main"]([str(tmp_path / "images"), str(tmp_path / "dicom")]) == 0
+    (series,) = find_series(tmp_path / "dicom").series
+    assert series.geometry.same_as(toy_geometry()) is None
+    assert np.array_equal(series.read(), toy_volume())
+    assert series.uid in (tmp_path / "dicom" / "series.csv").read_text()

@@ -146,7 +146,8 @@ def load_predictions(
                 found[case] = f
     known = set(cases)
     unknown = sorted(f.name for d in dirs for f in d.glob("*.json")
-                     if not f.name.startswith(".") and f.stem not in known and f.name != "metrics.json")
+                     if not f.name.startswith(".") and f.stem not in known and f.name != "metrics.json"
+                     and not f.name.endswith(".mrk.json"))  # rud_predict's Slicer markups beside each case
     if unknown:
         logger.warning(f"{len(unknown)} prediction file(s) name no labelled case and are not evaluated: "
                        f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; check -p and -l")
