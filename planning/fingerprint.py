@@ -1,6 +1,7 @@
 """Dataset fingerprint: what the planner needs to know about the training cases (``fingerprint.json``).
 
-Per case: shape, spacing, origin, direction, the non-zero bounding box, every object (class, box, size
+Per case: shape, spacing, origin, direction, the non-zero bounding box (for CT also the body's box, see
+:mod:`retinaunet.planning.crop_rule`), every object (class, box, size
 in voxels and mm, volume) and per-modality image statistics. Per modality: statistics of object voxels
 (percentiles, mean, std) from a bounded random sample, so memory stays flat however large the dataset.
 Cases are processed in parallel, one case per worker in memory at a time.
@@ -19,9 +20,10 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
+from retinaunet.planning.crop_rule import BODY_MARGIN_MM, BODY_THRESHOLD_HU, ct_channel
 
 from retinaunet.boxes import boxes_from_instance_map
-from retinaunet.crop import nonzero_box
+from retinaunet.crop import body_box, nonzero_box
 from retinaunet.dataset import Case, list_cases, load_dataset_info
 from retinaunet.io import read_case, read_json, read_label, write_json
 from retinaunet.layout import TaskPaths
@@ -30,7 +32,7 @@ from retinaunet.parallel import run_parallel
 __all__ = ["compute_fingerprint", "fingerprint_case", "load_or_compute_fingerprint", "raw_signature",
            "FINGERPRINT_VERSION"]
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: the body box of CT cases
 MAX_SAMPLES_PER_MODALITY = 2_000_000
 PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)
 
@@ -39,8 +41,10 @@ def _seed(name: str) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "little")
 
 
-def fingerprint_case(case: Case, samples_per_case: int = 10_000) -> dict[str, Any]:
-    """Fingerprint of one case, with ``_samples``: float32[C, n] object-voxel intensities (for the caller)."""
+def fingerprint_case(case: Case, samples_per_case: int = 10_000, body_channel: int | None = None) -> dict[str, Any]:
+    """Fingerprint of one case, with ``_samples``: float32[C, n] object-voxel intensities (for the caller).
+
+    ``body_channel``: a CT modality; its body box is recorded with the number of objects not inside it."""
     images, geom = read_case(case.images)
     inst, mapping = read_label(case.label, case.label_json) if case.label is not None else (None, {})
     spacing = np.asarray(geom.spacing)
@@ -59,10 +63,18 @@ def fingerprint_case(case: Case, samples_per_case: int = 10_000) -> dict[str, An
             fg = np.sort(np.random.default_rng(_seed(case.name)).choice(fg, samples_per_case, replace=False))
         samples = images.reshape(images.shape[0], -1)[:, fg].astype(np.float32)
     crop = nonzero_box(images)
+    body: dict[str, Any] = {}
+    if body_channel is not None:
+        box = body_box(images[body_channel], geom.spacing, BODY_THRESHOLD_HU, BODY_MARGIN_MM)
+        outside = 0 if box is None else sum(  # without a body, the non-zero crop keeps everything
+            1 for o in objects if not all(lo <= o["box"][a] and o["box"][a + geom.dim] <= hi
+                                          for a, (lo, hi) in enumerate(box)))
+        body = {"body_crop": box, "body_crop_shape": [hi - lo for lo, hi in box] if box else None,
+                "objects_outside_body": outside}
     return {
         "case": case.name, "shape": list(geom.shape), "spacing": list(geom.spacing),
         "origin": list(geom.origin), "direction": list(geom.direction), "crop": crop,
-        "crop_shape": [hi - lo for lo, hi in crop], "num_objects": len(objects), "objects": objects,
+        "crop_shape": [hi - lo for lo, hi in crop], **body, "num_objects": len(objects), "objects": objects,
         "image_stats": [{"mean": float(ch.mean()), "std": float(ch.std()), "min": float(ch.min()),
                          "max": float(ch.max())} for ch in images],
         "_samples": samples,
@@ -97,9 +109,11 @@ def compute_fingerprint(task_dir: str | os.PathLike, workers: int = 0) -> dict[s
     info = load_dataset_info(task_dir)
     cases = list_cases(task_dir, "train")
     per_case = int(min(10_000, max(100, MAX_SAMPLES_PER_MODALITY // max(len(cases), 1))))
+    body_channel = ct_channel(info.modalities)
     results: dict[str, dict[str, Any]] = {}
     failures = []
-    for case, res, err in run_parallel(_fingerprint_item, [(c, per_case) for c in cases], workers, "fingerprint"):
+    for case, res, err in run_parallel(_fingerprint_item, [(c, per_case, body_channel) for c in cases], workers,
+                                      "fingerprint"):
         if err is not None:
             failures.append(f"{case[0].name}: {err}")
         else:
@@ -117,6 +131,7 @@ def compute_fingerprint(task_dir: str | os.PathLike, workers: int = 0) -> dict[s
     return {
         "version": FINGERPRINT_VERSION, "task": task_dir.name, "dim": info.dim,
         "modalities": {str(k): v for k, v in info.modalities.items()}, "num_classes": info.num_classes,
+        "body_channel": body_channel,
         "class_names": info.class_names, "num_cases": len(ordered), "signature": raw_signature(cases),
         "intensity": [_intensity_summary(s, info.modalities[m], m) for m, s in enumerate(samples)],
         "objects_per_class": per_class,
@@ -156,7 +171,7 @@ def fingerprint_warnings(fp: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def _fingerprint_item(item: tuple[Case, int]) -> dict[str, Any]:
+def _fingerprint_item(item: tuple[Case, int, int | None]) -> dict[str, Any]:
     return fingerprint_case(*item)
 
 

@@ -98,6 +98,8 @@ def summary_table(plans: Plans) -> str:
                     + f" grid coverage {anchors.coverage:.1%}", "anchors"),
         ("matching", plans.matching.method, "matching"),
         ("normalisation", ", ".join(n["scheme"] for n in plans.normalization), "normalization"),
+        ("crop", plans.crop.method + (f" (modality {plans.crop.channel} > {plans.crop.threshold:g} HU, "
+                                      f"+{plans.crop.margin_mm:g} mm)" if plans.crop.method == "body" else ""), "crop"),
         ("training", f"{plans.training.epochs} x {plans.training.batches_per_epoch} batches", "training"),
         ("inference tile", _fmt(plans.inference_patch_size), "inference_patch"),
         ("ensemble", f"{plans.inference.checkpoints or plans.training.keep_best} checkpoint(s) x "

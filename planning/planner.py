@@ -9,6 +9,8 @@ Rules (see DESIGN.md, "Plans"):
 - anchors from `retinaunet.planning.anchors_plan` on the training objects at target spacing;
 - normalisation: CT clipped to object-voxel 0.5/99.5 percentiles and standardised with their mean
   and std; other modalities standardised per case;
+- crop: CT to the body unless a training object lies outside it (`retinaunet.planning.crop_rule`), else the
+  non-zero voxels; shapes (median image, dataset voxels) are measured after that crop;
 - norm layers: batch norm on a CPU when the batch holds >= 8 patches (then whole images are predicted in
   one pass), else instance norm and inference tiles of the training patch size;
 - head levels: P2-P5 without duplicate strides, P1 for many small objects (`retinaunet.planning.topology`);
@@ -31,11 +33,13 @@ import numpy as np
 from retinaunet.planning.anchors_plan import DEFAULT_RATIOS, DEFAULT_SCALES, optimise_anchors
 from retinaunet.planning.budget import CPU_FLOPS, Budget, default_budget
 from retinaunet.planning.coverage import choose_matching, format_coverage
+from retinaunet.planning.crop_rule import choose_crop, cropped_shape
 from retinaunet.planning.topology import POOL_SPACING_RATIO, choose_head_levels, fit_patch_and_batch, level_strides
 
 from retinaunet.anchors import AnchorGenerator
 from retinaunet.plans import (
     AnchorsPlan,
+    CropPlan,
     InferencePlan,
     MatchingPlan,
     NetworkPlan,
@@ -167,8 +171,8 @@ def object_sizes(fp: Mapping[str, Any], target_spacing: Sequence[float], axes: S
     return np.asarray(rows).reshape(-1, len(axes))
 
 
-def _median_shape(fp: Mapping[str, Any], ts: Sequence[float]) -> np.ndarray:
-    shapes = [np.asarray(c["crop_shape"]) * np.asarray(c["spacing"]) / np.asarray(ts) for c in fp["cases"]]
+def _median_shape(fp: Mapping[str, Any], ts: Sequence[float], crop: str = "nonzero") -> np.ndarray:
+    shapes = [np.asarray(cropped_shape(c, crop)) * np.asarray(c["spacing"]) / np.asarray(ts) for c in fp["cases"]]
     return np.median(np.asarray(shapes), axis=0)
 
 
@@ -280,7 +284,8 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     reasons["budget"] = budget.describe()
 
     sizes = object_sizes(fp, ts, axes)
-    median_shape = _median_shape(fp, ts)
+    crop, reasons["crop"] = choose_crop(fp)
+    median_shape = _median_shape(fp, ts, crop["method"])
     net_spacing = [ts[a] for a in axes]
     net_median = [max(1, int(round(median_shape[a]))) for a in axes]
     if budget.kind == "cpu" and len(sizes):
@@ -290,7 +295,8 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
     else:
         initial = net_median
         why_patch = "start from the median image shape at target spacing"
-    dataset_voxels = float(sum(np.prod(np.asarray(c["crop_shape"]) * np.asarray(c["spacing"]) / np.asarray(ts))
+    dataset_voxels = float(sum(np.prod(np.asarray(cropped_shape(c, crop["method"])) * np.asarray(c["spacing"])
+                                       / np.asarray(ts))
                                for c in fp["cases"]))
     base = Plans(mode=mode, dim=dim, patch_size=list(initial), batch_size=1, num_classes=int(fp["num_classes"]),
                  in_channels=in_channels, target_spacing=list(ts),
@@ -341,7 +347,7 @@ def plan_from_fingerprint(fp: Mapping[str, Any], mode: str | None = None, budget
         anchors=AnchorsPlan(base_sizes=anchor.base_sizes, z_base_sizes=anchor.z_base_sizes, scales=DEFAULT_SCALES,
                             ratios=DEFAULT_RATIOS, coverage=round(anchor.coverage, 4), coverage_by_size=by_size),
         matching=MatchingPlan(**matching),
-        normalization=normalization, training=training,
+        normalization=normalization, training=training, crop=CropPlan(**crop),
         inference=InferencePlan(pre_nms_top_k=50000 if dim == 3 else 10000,
                                 max_detections=max(default_det, 2 * max_objects), mirror_axes=list(range(dim)),
                                 patch_size=infer_patch, checkpoints=checkpoints, mirror=mirror),

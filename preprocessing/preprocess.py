@@ -1,5 +1,8 @@
 """Preprocess one case in memory: crop -> normalise -> resample.
 
+The crop is the plans' ``crop`` (:func:`retinaunet.crop.case_crop`: the non-zero voxels, or for CT the body),
+the same function for training cases and new images; a training case's crop holds all its labelled voxels.
+
 The case properties record the crop and both spacings; :mod:`retinaunet.coordinates` maps boxes back to
 the original image and to world coordinates from them.
 """
@@ -15,7 +18,7 @@ from retinaunet.preprocessing.normalize import normalize_channel
 from retinaunet.preprocessing.resample import resample_array, resample_labels, resampled_shape
 
 from retinaunet.boxes import boxes_from_instance_map
-from retinaunet.crop import crop_to_box, nonzero_box
+from retinaunet.crop import case_crop, crop_to_box
 from retinaunet.io import Geometry, read_case
 from retinaunet.plans import Plans
 
@@ -36,7 +39,8 @@ def preprocess_case(images: np.ndarray, geometry: Geometry, plans: Plans,
     target = [float(t) for t in plans.target_spacing]
     if len(target) != images.ndim - 1:
         raise ValueError(f"{case}: image has {images.ndim - 1} spatial axes, plans' target spacing {len(target)}")
-    crop = nonzero_box(images)
+    c = plans.crop
+    crop = case_crop(images, spacing, c.method, c.channel, c.threshold, c.margin_mm, labels=instance_map)
     cropped = crop_to_box(images, crop)
     out_shape = resampled_shape(cropped.shape[1:], spacing, target)
     schemes = plans.normalization
@@ -52,6 +56,8 @@ def preprocess_case(images: np.ndarray, geometry: Geometry, plans: Plans,
     seg, inst_classes, boxes, restored = None, {}, {}, []
     if instance_map is not None:
         inst_c = np.ascontiguousarray(crop_to_box(instance_map, crop))
+        if np.count_nonzero(inst_c) != np.count_nonzero(instance_map):  # case_crop's promise, kept honest
+            raise RuntimeError(f"{case}: the crop {crop} cuts labelled voxels; report this as a bug")
         seg, restored = resample_labels(inst_c, spacing, target, case=case)
         found = boxes_from_instance_map(seg)
         mapping = {int(k): int(v) for k, v in (instances or {}).items()}

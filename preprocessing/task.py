@@ -8,6 +8,7 @@ interrupted run leaves nothing that a rerun trusts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,6 +52,8 @@ def case_key(case: Case, plans: Plans) -> str:
             h.update(f"{Path(f).name}:{st.st_size}:{st.st_mtime_ns};".encode())
     relevant = {"v": PREPROCESS_VERSION, "target_spacing": plans.target_spacing,
                 "normalization": plans.normalization}
+    if plans.crop.method != "nonzero":  # (cases preprocessed before the crop entry existed stay current)
+        relevant["crop"] = dataclasses.asdict(plans.crop)
     h.update(json.dumps(relevant, sort_keys=True).encode())
     return h.hexdigest()
 

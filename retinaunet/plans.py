@@ -30,7 +30,7 @@ from retinaunet.io import ReadError, read_json, write_json
 from retinaunet.layout import LayoutError, check_name
 
 __all__ = ["Plans", "PlansError", "NetworkPlan", "AnchorsPlan", "MatchingPlan", "TrainingPlan", "InferencePlan",
-           "load_plans", "save_plans", "save_task_plans", "plan_names", "apply_overrides", "parse_value",
+           "CropPlan", "load_plans", "save_plans", "save_task_plans", "plan_names", "apply_overrides", "parse_value",
            "cumulative_stride", "make_test_plans"]
 
 # keys older planners wrote that nothing reads any more: dropped on load with a warning
@@ -295,6 +295,19 @@ class InferencePlan:
         return self.wbc_iou if self.consolidation == "wbc" else self.consolidation_nms_iou
 
 
+@dataclass
+class CropPlan:
+    """What preprocessing keeps of a case, for training and prediction alike (:func:`retinaunet.crop.case_crop`):
+    ``method`` "nonzero" (the voxels non-zero in any channel) or "body" (CT: the largest connected component
+    above ``threshold`` HU in modality ``channel``, widened by ``margin_mm``). A training case's crop always
+    holds every one of its objects."""
+
+    method: str = _choice("nonzero", "body", default="nonzero")
+    channel: int = _non_negative(default=0)
+    threshold: float = -500.0
+    margin_mm: float = _non_negative(default=5.0)
+
+
 def _dim_defaults(dim: int) -> dict[str, Any]:
     """Inference defaults that depend on the network's dims (filled in where the file has null)."""
     return {"pre_nms_top_k": 50000 if dim == 3 else 10000, "max_detections": 30 if dim == 3 else 10,
@@ -302,7 +315,7 @@ def _dim_defaults(dim: int) -> dict[str, Any]:
 
 
 _SECTIONS: dict[str, type] = {"network": NetworkPlan, "anchors": AnchorsPlan, "matching": MatchingPlan,
-                              "training": TrainingPlan, "inference": InferencePlan}
+                              "training": TrainingPlan, "inference": InferencePlan, "crop": CropPlan}
 
 
 def cumulative_stride(strides: Sequence[Sequence[int]]) -> list[int]:
@@ -331,6 +344,7 @@ class Plans:
     training: TrainingPlan = field(default=None)  # type: ignore[assignment]
     inference: InferencePlan = field(default_factory=InferencePlan)
     normalization: list[dict[str, Any]] = field(default_factory=lambda: [{"scheme": "zscore"}])
+    crop: CropPlan = field(default_factory=CropPlan)
     task: str = ""
     plan_name: str = ""  # "" means the mode
     data_dim: int | None = _choice(2, 3, None, default=None)  # spatial dims of the images; null: ``dim``
@@ -443,6 +457,9 @@ class Plans:
             raise PlansError(f"{source}: anchors.base_sizes needs one size per head level {json.dumps(levels)}")
         if self.matching.iou_low > self.matching.iou_high:
             raise PlansError(f"{source}: matching.iou_low must not exceed matching.iou_high")
+        if self.crop.channel >= self.num_modalities:
+            raise PlansError(f"{source}: crop.channel {self.crop.channel} is not a modality of the plan "
+                             f"(0-{self.num_modalities - 1})")
         return self
 
 
