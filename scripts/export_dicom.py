@@ -2,7 +2,7 @@
 
 Example: the test images of a toy task as DICOM, then predicted from the DICOM folder:
 
-    .venv/bin/python scripts/export_dicom.py $RUD_DATA/Task100_ToySpheres/raw_splitted/imagesTs dicom_in/
+    .venv/bin/python scripts/export_dicom.py $RUD_DATA/Task104_ToySpheres/raw_splitted/imagesTs dicom_in/
 
 Each series gets a fresh SeriesInstanceUID (printed with its case, and saved as ``series.csv`` in the
 output folder); the volume keeps its geometry exactly (see ``retinaunet/dicom_write.py``).
