@@ -38,13 +38,17 @@ def run(plans_file: Path, amp: bool, steps: int, device: torch.device) -> dict:
     opt = torch.optim.Adam(module.parameters(), lr=float(plans.training.learning_rate))
     images, boxes, labels, seg = make_batch(plans, int(plans.batch_size), 2, torch.device("cpu"))
     batch = TrainBatch(images=images, boxes=boxes, labels=labels, seg=seg, cases=["bench"] * images.shape[0])
-    torch.cuda.reset_peak_memory_stats(device)
+    cuda = device.type == "cuda"  # on the CPU (a smoke run) there is no peak to read
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []
     for i in range(steps + 3):  # three warm-up steps
-        torch.cuda.synchronize(device)
+        if cuda:
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         res = train_step(module, opt, batch, device, amp=amp)
-        torch.cuda.synchronize(device)
+        if cuda:
+            torch.cuda.synchronize(device)
         if i >= 3:
             times.append(time.perf_counter() - t0)
         losses.append(res.losses["loss"])
@@ -53,7 +57,7 @@ def run(plans_file: Path, amp: bool, steps: int, device: torch.device) -> dict:
         "plans": str(plans_file), "mode": plans.mode, "patch": list(plans.patch_size), "batch": int(plans.batch_size),
         "precision": "bf16 autocast" if amp else "float32", "step_ms": round(1000 * step, 1),
         "patches_per_s": round(int(plans.batch_size) / step, 1),
-        "peak_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
+        "peak_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
         "estimate_gb_fp32": round(estimate_memory(plans) / 2**30, 2),
         "loss_first": round(losses[0], 3), "loss_last": round(losses[-1], 3),
         "finite": all(torch.isfinite(torch.tensor(losses)).tolist()),

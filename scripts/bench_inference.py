@@ -135,8 +135,8 @@ def worker(args: argparse.Namespace) -> dict:
             "gpu_peak_mb": torch.cuda.max_memory_allocated(args.device) / 2**20 if cuda else None,
             "tiles": tiles, "views": len(predictor.views), "boxes": len(pred.boxes),
             "data_mb": data.nbytes / 2**20, "tile": list(predictor.patch_size), "batch": predictor.batch_size,
-            "network": {k: plans.network.get(k) for k in ("block", "blocks_per_stage", "start_channels",
-                                                          "fpn_channels", "norm")}}
+            "network": {k: getattr(plans.network, k)
+                        for k in ("block", "blocks_per_stage", "start_channels", "fpn_channels", "norm")}}
 
 
 def run_config(shape: list[int], mirror: bool, keep_seg: bool, network: str = "demo",

@@ -138,8 +138,10 @@ def measure(method: str, shape: tuple[int, int, int]) -> tuple[float, int, tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="300 x 128 x 128 instead of 300 x 512 x 512")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="any other volume size (e.g. 40 64 64 for a smoke run)")
     args = parser.parse_args()
-    shape = (300, 128, 128) if args.small else (300, 512, 512)
+    shape = tuple(args.shape) if args.shape else (300, 128, 128) if args.small else (300, 512, 512)
     out_mb = shape[0] * 2 * shape[1] * shape[2] * 4 / 2 ** 20
     print(f"volume {shape[::-1]} (x, y, z) int16, spacing {SPACING[::-1]} -> {TARGET[::-1]} mm (x, y, z); "
           f"float32 output {out_mb:.0f} MB")

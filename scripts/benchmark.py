@@ -8,8 +8,9 @@ a table from another machine is read as such. The scripts it calls (bench_boxes,
 bench_preprocess, bench_loader, bench_step, bench_models, bench_inference; bench_gpu where CUDA is present)
 still run alone with their own, more detailed output.
 
+    .venv/bin/python scripts/benchmark.py --tiny       # the smallest sizes: a smoke run that every row works
     .venv/bin/python scripts/benchmark.py --quick      # a few minutes on 2 CPU cores
-    .venv/bin/python scripts/benchmark.py              # the sizes quoted in the README (about 10 minutes)
+    .venv/bin/python scripts/benchmark.py              # the sizes quoted in docs/speed.md (about 10 minutes)
     .venv/bin/python scripts/benchmark.py --only boxes wbc --json bench.json
 """
 
@@ -78,12 +79,14 @@ def machine() -> str:
 
 
 # ------------------------------------------------------------------------------------------ benchmarks
-def boxes(quick: bool) -> list[Row]:
+def boxes(size: str) -> list[Row]:
     rows = []
-    for r in bench_boxes.measure(sizes=[1000] if quick else [1000, 5000]):
-        name = f"{r['op'].upper()} {r['dim']}D, N={r['n']}" + (" x 1000" if r["op"] == "iou" else "")
+    sizes = {"tiny": [100], "quick": [1000]}.get(size, [1000, 5000])
+    cols, ref = (100, 5) if size == "tiny" else (1000, 100)
+    for r in bench_boxes.measure(sizes=sizes, iou_cols=cols, ref_rows=ref):
+        name = f"{r['op'].upper()} {r['dim']}D, N={r['n']}" + (f" x {cols}" if r["op"] == "iou" else "")
         same = "same result" if r["same"] else "RESULTS DIFFER"
-        scaled = "; Python loop timed on 100 rows, scaled" if r["python_scaled"] else ""
+        scaled = f"; Python loop timed on {ref} rows, scaled" if r["python_scaled"] else ""
         rows.append(_times("boxes", f"{name}, numba", r["numba_s"], "plain Python loop", r["python_s"],
                            same + scaled))
         rows.append(_times("boxes", f"{name}, torch (1 thread)", r["torch_s"], "plain Python loop", r["python_s"],
@@ -91,15 +94,16 @@ def boxes(quick: bool) -> list[Row]:
     return rows
 
 
-def wbc(quick: bool) -> list[Row]:
-    res = bench_wbc.measure(cases=2 if quick else 5, repeats=2 if quick else 3)
+def wbc(size: str) -> list[Row]:
+    cases, repeats = {"tiny": (1, 1), "quick": (2, 2)}.get(size, (5, 3))
+    res = bench_wbc.measure(cases=cases, repeats=repeats)
     n = len(res["cases"])
     return [_times("wbc", f"WBC 3D, {n} cases x 4000 boxes (8 views x 5 checkpoints), numba", res["numba_s"],
                    "plain NumPy reference", res["numpy_s"], "same clusters")]
 
 
-def preprocess(quick: bool) -> list[Row]:
-    shape = (300, 128, 128) if quick else (300, 512, 512)
+def preprocess(size: str) -> list[Row]:
+    shape = {"tiny": (40, 64, 64), "quick": (300, 128, 128)}.get(size, (300, 512, 512))
     out_mb = shape[0] * 2 * shape[1] * shape[2] * 4 / 2 ** 20
     zoom_s, zoom_peak, _, (zoom_err, _) = bench_preprocess.measure("zoom", shape)
     ours_s, ours_peak, _, (ours_err, _) = bench_preprocess.measure("ours", shape)
@@ -113,12 +117,14 @@ def preprocess(quick: bool) -> list[Row]:
     ]
 
 
-def loader(quick: bool) -> list[Row]:
-    labels = ["2D 64x64 b32 CPU plan", "3D 16x40x40 b8 CPU plan"] if quick else None
+def loader(size: str) -> list[Row]:
+    small = size in ("tiny", "quick")
+    labels = {"tiny": ["2D 64x64 b32 CPU plan"], "quick": ["2D 64x64 b32 CPU plan", "3D 16x40x40 b8 CPU plan"]}
     rows = []
-    for label, aug, workers, rate, ratio, _ in bench_loader.measure(batches=5 if quick else 10,
-                                                                    workers=[0] if quick else [0, 1, 2],
-                                                                    labels=labels):
+    for label, aug, workers, rate, ratio, _ in bench_loader.measure(batches={"tiny": 1, "quick": 5}.get(size, 10),
+                                                                    workers=[0] if small else [0, 1, 2],
+                                                                    cases=1 if size == "tiny" else 4,
+                                                                    labels=labels.get(size)):
         if aug == "none":
             base = rate
             continue
@@ -127,11 +133,12 @@ def loader(quick: bool) -> list[Row]:
     return rows
 
 
-def step(quick: bool) -> list[Row]:
+def step(size: str) -> list[Row]:
     rows = []
-    for name in (["2d"] if quick else ["2d", "3d"]):
-        cfg = bench_step.CONFIGS[name]
-        r = bench_step.bench(cfg["dim"], cfg["patch_size"], cfg["batch"], "small", 1 if quick else 3, 3,
+    configs = {"tiny": {"2d": dict(dim=2, patch_size=[64, 64], batch=2)}}.get(size, bench_step.CONFIGS)
+    for name in (["2d"] if size in ("tiny", "quick") else ["2d", "3d"]):
+        cfg = configs[name]
+        r = bench_step.bench(cfg["dim"], cfg["patch_size"], cfg["batch"], "small", 3 if size == "full" else 1, 3,
                              torch.device("cpu"))
         net = r["forward"] + r["backward"]
         patch = " x ".join(map(str, cfg["patch_size"]))
@@ -145,7 +152,7 @@ def step(quick: bool) -> list[Row]:
     return rows
 
 
-def models(quick: bool) -> list[Row]:
+def models(size: str) -> list[Row]:
     """Training step of every model on real loader batches: the demo's task when it is preprocessed, else
     synthetic 320 x 320 cases with the demo's CPU plan shape (64 x 64 patches, batch 32, small network)."""
     from loguru import logger
@@ -155,7 +162,7 @@ def models(quick: bool) -> list[Row]:
     from retinaunet.plans import load_plans, make_test_plans
 
     logger.remove()
-    steps = 2 if quick else 5
+    steps = {"tiny": 1, "quick": 2}.get(size, 5)
     with tempfile.TemporaryDirectory() as tmp:
         source = "synthetic 320 x 320 cases"
         try:
@@ -168,9 +175,11 @@ def models(quick: bool) -> list[Row]:
             source = f"{paths.name}'s plan and cases"
         except Exception:  # noqa: BLE001 - no demo task: fall back to synthetic cases
             plans = make_test_plans(dim=2, patch_size=[64, 64])
-            plans.batch_size = 32
+            plans.batch_size = 4 if size == "tiny" else 32
             pre = Path(tmp)
-            cases = bench_loader.write_cases(pre, (320, 320), 4, n_objects=6)
+            side = 96 if size == "tiny" else 320
+            source = f"synthetic {side} x {side} cases"
+            cases = bench_loader.write_cases(pre, (side, side), 1 if size == "tiny" else 4, n_objects=6)
         batches = bench_models.loader_batches(pre, cases, plans, steps + 1)
         times = bench_models.step_times(plans, batches)
     patch = " x ".join(map(str, plans.patch_size))
@@ -179,11 +188,12 @@ def models(quick: bool) -> list[Row]:
             for name, sec in times]
 
 
-def inference(quick: bool) -> list[Row]:
+def inference(size: str) -> list[Row]:
     rows = []
-    shape = [64, 128, 128] if quick else [64, 256, 256]
-    plain = bench_inference.run_config(shape, mirror=False, keep_seg=True)
-    mirrored = bench_inference.run_config(shape, mirror=True, keep_seg=True)
+    shape = {"tiny": [16, 32, 32], "quick": [64, 128, 128]}.get(size, [64, 256, 256])
+    patch = [16, 32, 32] if size == "tiny" else None
+    plain = bench_inference.run_config(shape, mirror=False, keep_seg=True, patch=patch)
+    mirrored = bench_inference.run_config(shape, mirror=True, keep_seg=True, patch=patch)
     size = " x ".join(map(str, shape))
     for label, r, base in (("no mirroring", plain, None), ("8 mirrored views", mirrored, plain)):
         rows.append(Row("inference", f"whole case {size}, demo network, {label}, boxes + seg", r["seconds"], "s",
@@ -193,7 +203,7 @@ def inference(quick: bool) -> list[Row]:
     rows.append(Row("inference", "  peak memory (RSS), 8 mirrored views", mirrored["maxrss_mb"], "MB",
                     "the same without mirroring", plain["maxrss_mb"], mirrored["maxrss_mb"] / plain["maxrss_mb"],
                     "x the baseline", f"input volume {plain['data_mb']:.0f} MB"))
-    if not quick:
+    if size == "full":
         stub = bench_inference.run_config([300, 512, 512], mirror=False, keep_seg=False, network="stub")
         rows.append(Row("inference", "whole case 300 x 512 x 512, stub network (pipeline only), boxes",
                         stub["seconds"], "s", "", None, None, "",
@@ -201,7 +211,7 @@ def inference(quick: bool) -> list[Row]:
     return rows
 
 
-def gpu(quick: bool) -> list[Row]:
+def gpu(size: str) -> list[Row]:
     if not torch.cuda.is_available():
         return []
     import bench_gpu
@@ -212,14 +222,15 @@ def gpu(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plans.json"
         save_plans(make_test_plans(dim=2, patch_size=[320, 320]), path)
-        res = {amp: bench_gpu.run(path, amp, 5 if quick else 15, torch.device("cuda")) for amp in (False, True)}
+        steps = {"tiny": 1, "quick": 5}.get(size, 15)
+        res = {amp: bench_gpu.run(path, amp, steps, torch.device("cuda")) for amp in (False, True)}
     rows.append(Row("gpu", "training step 2D 320 x 320, small network, bf16 autocast", res[True]["step_ms"], "ms",
                     "float32", res[False]["step_ms"], res[False]["step_ms"] / res[True]["step_ms"], "x faster",
                     f"peak {res[True]['peak_gb']} GB vs {res[False]['peak_gb']} GB"))
     return rows
 
 
-BENCHMARKS: dict[str, Callable[[bool], list[Row]]] = {
+BENCHMARKS: dict[str, Callable[[str], list[Row]]] = {
     "boxes": boxes, "wbc": wbc, "preprocess": preprocess, "loader": loader, "step": step, "models": models,
     "inference": inference, "gpu": gpu,
 }
@@ -245,10 +256,14 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes on 2 CPU cores")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes on 2 CPU cores")
+    sizes.add_argument("--tiny", action="store_true",
+                       help="the smallest sizes: checks that every row runs (its figures mean nothing)")
     parser.add_argument("--only", nargs="+", choices=tuple(BENCHMARKS), default=None, help="run only these")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows and the machine here")
     args = parser.parse_args(argv)
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
     from loguru import logger
     logger.remove()
     label = machine()
@@ -259,15 +274,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows += fn(args.quick)
+        rows += fn(size)
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
     print(f"Machine: {label}")
-    print(f"Profile: {'quick' if args.quick else 'full'}; {elapsed:.0f} s in all; load average at the end "
+    print(f"Profile: {size}; {elapsed:.0f} s in all; load average at the end "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     print(table(rows))
     if args.json is not None:
-        args.json.write_text(json.dumps({"machine": label, "quick": args.quick, "seconds": elapsed,
+        args.json.write_text(json.dumps({"machine": label, "quick": args.quick, "profile": size, "seconds": elapsed,
                                          "rows": [asdict(r) for r in rows]}, indent=1))
     return 0
 

@@ -81,6 +81,10 @@ PROFILES = {
     # Run parts of it (--kinds, --models, --sizes, --seeds) or shorten it (--epochs, --batches).
     "full": Profile(sizes=(20, 50, 100, 200, 500, 1000), seeds=(0, 1, 2),
                     models=tuple(MODEL_NAMES), num_val=500, num_test=1000),
+    # A smoke run of the whole study machinery (task, splits, training, prediction, report) in about a
+    # minute: one cell of two training steps. Its figures mean nothing.
+    "tiny": Profile(sizes=(4,), seeds=(0,), models=("retina_unet",), num_val=2, num_test=2, epochs=1, batches=2,
+                    keep_best=1, mirror=False, kinds=("shapes",)),
 }
 
 
