@@ -6,7 +6,7 @@ import argparse
 
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
-from retinaunet.threads import fair_threads
+from retinaunet.threads import fair_threads, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
                    help="plan for a GPU with this much memory (GB); default: the CUDA device present, or a CPU "
                         "budget (small network, a training step of about a second) without one")
+    p.add_argument("--train-minutes", type=float, default=None, metavar="N",
+                   help="training-time budget: measure one training step of the planned network, patch and batch "
+                        "on this machine and size the schedule (epochs x batches) to N minutes of steps "
+                        "(validations, the sweep and test prediction come on top; the reason is in plans.json). "
+                        "Default: the planner's schedule (about 5 minutes on a CPU, 100 x 200 batches on a GPU)")
     p.add_argument("--override", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="set one plans entry after planning, dotted key and JSON value, e.g. "
                         "training.epochs=20 or patch_size=[96,96]; several may follow one --override. "
@@ -43,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
 
         mode = None if args.mode == "all" else args.mode
         workers = min(2, fair_threads()) if args.workers is None else args.workers
+        if args.train_minutes is not None:
+            set_threads(None)  # the measured step runs with the threads rud_train would use now
         plans, _ = plan_task(args.task, mode=mode, gpu_memory=args.gpu_memory, overrides=args.override,
-                             workers=workers, force=args.force)
+                             workers=workers, force=args.force, train_minutes=args.train_minutes)
         proposed = proposals(args.task, plans)
         if args.mode == "all":
             for name, _ in proposed:
                 if name != plans.plan_name:
                     plan_task(args.task, mode=name, gpu_memory=args.gpu_memory, overrides=args.override,
-                              workers=workers, validate=False)
+                              workers=workers, validate=False, train_minutes=args.train_minutes)
         print(summary_table(plans))
         print("\nconfigurations that fit this data (" + ("all planned" if args.mode == "all" else
                                                          "add one with rud_plan --mode NAME") + "):")

@@ -22,7 +22,7 @@ from typing import Any
 
 from retinaunet.plans import Plans
 
-__all__ = ["measure_steps"]
+__all__ = ["measure_steps", "measure_step_seconds"]
 
 _MMAP_THRESHOLD = str(256 * 1024)
 
@@ -112,3 +112,46 @@ def measure_steps(configs: Sequence[Plans], model: str = "retina_unet", threads:
     if isinstance(result, BaseException):
         raise RuntimeError(f"memory measurement failed: {result}") from result
     return result
+
+
+def measure_step_seconds(plans: Plans, model: str = "retina_unet", device: str | None = None,
+                         steps: int = 3, seed: int = 0) -> tuple[float, str]:
+    """Seconds of one training step of ``plans`` (its network, patch and batch) on this machine, and the device.
+
+    In this process, with its thread count: the network is built once, one step warms up (kernels, caches,
+    cuDNN's choice of algorithms), then the median of ``steps`` timed steps (forward, losses, backward, Adam)
+    on random patches with one box each; bf16 autocast on CUDA as ``rud_train``. Data loading is not included
+    (the loader's workers prepare batches while the network steps).
+    """
+    import torch
+
+    from retinaunet.models import build_model
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    det = build_model(model, plans).to(dev)
+    opt = torch.optim.Adam(det.parameters(), lr=1e-4)
+    b, shape = plans.batch_size, plans.patch_size
+    images = torch.randn(b, plans.in_channels, *shape, device=dev)
+    seg = torch.zeros(b, *shape, dtype=torch.long, device=dev)
+    lo = [s // 4 for s in shape]
+    hi = [max(lo_i + 2, s // 2) for lo_i, s in zip(lo, shape)]
+    seg[(slice(None), *[slice(a, c) for a, c in zip(lo, hi)])] = 1
+    boxes = [torch.tensor([lo + hi], dtype=torch.float32, device=dev) for _ in range(b)]
+    labels = [torch.zeros(1, dtype=torch.long, device=dev) for _ in range(b)]
+    with_seg = seg if plans.dim == len(shape) else None
+
+    def step() -> float:
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            losses = det.compute_losses(images, boxes, labels, with_seg)
+        losses["loss"].float().backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - start
+
+    step()
+    times = sorted(step() for _ in range(max(1, steps)))
+    return times[len(times) // 2], str(dev)

@@ -21,11 +21,14 @@ __all__ = ["plan_task", "summary_table", "proposals"]
 
 def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory: float | None = None,
               overrides: Sequence[str] = (), workers: int = 0, force: bool = False,
-              budget: Budget | None = None, validate: bool = True) -> tuple[Plans, bool]:
+              budget: Budget | None = None, validate: bool = True,
+              train_minutes: float | None = None) -> tuple[Plans, bool]:
     """Plan a task and write its ``fingerprint.json`` and ``plans.json``.
 
     ``plans.json`` holds one configuration per plan name: ``mode`` None plans the planner's own choice and
     makes it the default; a named mode (2d, 2dc, 3d, 3dlr) adds that configuration beside the others.
+    ``train_minutes``: a training-time budget; the schedule is sized from one measured training step
+    (:mod:`retinaunet.planning.schedule`).
     Returns (plans, written): ``written`` is False when ``plans.json`` already held exactly these plans
     (an unchanged rerun rewrites nothing). Raises `DatasetError` listing every problem of a bad dataset.
     """
@@ -40,6 +43,12 @@ def plan_task(task: str | int | os.PathLike, mode: str | None = None, gpu_memory
         plans.override("training.seg_loss_weight", 0.0, source="dataset.json")
         plans.reasons["training.seg_loss_weight"] = ("dataset.json: seg_supervision false (label maps painted "
                                                         "from boxes or points), so no segmentation loss")
+    if train_minutes is not None:
+        from retinaunet.planning.measure import measure_step_seconds
+        from retinaunet.planning.schedule import apply_train_minutes
+
+        seconds, device = measure_step_seconds(plans)
+        apply_train_minutes(plans, train_minutes, seconds, device)
     if overrides:
         apply_overrides(plans, overrides)
         for item in overrides:

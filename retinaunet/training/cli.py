@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (weights, optimiser, epoch, "
-                        "random states and history): ends as an uninterrupted run would")
+                        "random states and history): ends as an uninterrupted run would. With --epochs K above "
+                        "the run's epochs it extends a finished run to K epochs: Adam's state carries on at the "
+                        "plan's constant learning rate, and the best epochs, the sweep and the test prediction "
+                        "are redone at the end")
     p.add_argument("--force", action="store_true",
                    help="delete an existing run of this fold and start over (without it an existing run is "
                         "never touched)")

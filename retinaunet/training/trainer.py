@@ -186,6 +186,19 @@ class Trainer:
         self.history = list(state["history"])
         self.best = list(state["best"])
         set_rng_state(state["rng"])
+        epochs, lr = self.plans.training.epochs, self.plans.training.learning_rate
+        if self.start_epoch > epochs:
+            raise TrainingError(f"{path}: the run has trained {self.start_epoch} epochs, more than the {epochs} "
+                                f"asked for; pass --epochs N with N >= {self.start_epoch} to extend it, or --force "
+                                "to start over")
+        for group in self.optimizer.param_groups:  # the plan's lr (an --override given with --resume acts from here)
+            group["lr"] = lr
+            group["weight_decay"] = self.plans.training.weight_decay
+        before = int(state.get("plans", {}).get("training", {}).get("epochs", epochs))
+        if epochs > before:
+            logger.info(f"extending {path} from {before} to {epochs} epochs (trained: {self.start_epoch}): Adam's "
+                        f"moments carry on at the constant lr {lr:g}; the kept best epochs, the sweep and the "
+                        "test prediction are redone at the end")
         logger.info(f"resumed {path} at epoch {self.start_epoch}")
 
     # ------------------------------------------------------------------------------------------- epochs

@@ -1,0 +1,78 @@
+"""A training-time budget as a plan input (rud_plan --train-minutes); extending a finished run (--resume --epochs)."""
+
+from __future__ import annotations
+
+import pytest
+from retinaunet.planning.measure import measure_step_seconds
+from retinaunet.planning.pipeline import plan_task, summary_table
+from retinaunet.planning.schedule import MIN_BATCHES_PER_EPOCH, apply_train_minutes, budget_schedule
+
+from retinaunet.model_folder import load_checkpoint
+from retinaunet.plans import load_plans, make_test_plans
+from retinaunet.toy import Toy2DConfig, write_toy_task
+from retinaunet.training.trainer import Trainer, TrainingError, TrainOptions
+from tests.test_trainer import task  # noqa: F401 - the fixture
+
+
+def test_budget_fills_the_minutes_with_measured_steps():
+    plans = make_test_plans(dim=2)
+    plans.override("training.epochs", 10)
+    epochs, batches, reason = budget_schedule(plans, 2.0, 0.1, "cpu")  # 1200 steps
+    assert (epochs, batches) == (10, 120)
+    assert "1200 steps at 0.100 s" in reason and "cpu" in reason
+    epochs, batches, reason = budget_schedule(plans, 0.5, 0.5, "cpu")  # 60 steps: epochs of >= 20 batches
+    assert (epochs, batches) == (60 // MIN_BATCHES_PER_EPOCH, 20) and "fewer than the planned 10" in reason
+    assert budget_schedule(plans, 0.01, 5.0, "cpu")[:2] == (1, 1)  # shorter than a step: one step
+    with pytest.raises(ValueError, match="--train-minutes must be positive"):
+        budget_schedule(plans, 0, 0.1, "cpu")
+    plans.reasons["training"] = "the planner's five minutes"
+    apply_train_minutes(plans, 2.0, 0.1, "cpu")
+    assert plans.training.batches_per_epoch == 120
+    assert plans.reasons["training"].endswith("without a budget: the planner's five minutes")
+
+
+def test_measured_step_is_a_real_step():
+    seconds, device = measure_step_seconds(make_test_plans(dim=2), steps=1)
+    assert 0 < seconds < 60 and device == "cpu"
+
+
+def test_rud_plan_train_minutes_sizes_the_schedule(data_root):
+    write_toy_task("shapes", data_root, config=Toy2DConfig(size=64, radius=8, hole_radius=2, num_train=6,
+                                                            num_test=0), progress=False)
+    default, _ = plan_task(101)
+    budgeted, written = plan_task(101, train_minutes=0.5)
+    assert written
+    saved = load_plans(data_root / "Task101_ToyShapes" / "plans.json")
+    steps = saved.training.epochs * saved.training.batches_per_epoch
+    assert saved.reasons["training"].startswith("--train-minutes 0.5: ")
+    per_step = float(saved.reasons["training"].split(" steps at ")[1].split(" s ")[0])
+    assert abs(steps - int(30 / per_step)) < saved.training.epochs  # ceil per epoch
+    assert "--train-minutes 0.5" in summary_table(budgeted)
+    assert {k: v for k, v in saved.to_dict().items() if k not in ("training", "reasons")} == \
+        {k: v for k, v in default.to_dict().items() if k not in ("training", "reasons")}  # only the schedule
+
+
+def _train(paths, plans, **kw):
+    return Trainer(paths, plans, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                              sweep=False, **kw)).fit()
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(task):  # noqa: F811 - the fixture
+    paths, plans = task
+    one = plans.copy().override("training.epochs", 1)
+    _train(paths, one)
+    last = paths.fold_dir("retina_unet", "2d", 0) / "checkpoint_last.pt"
+    first = load_checkpoint(last)
+    assert first["epoch"] == 1
+    longer = plans.copy().override("training.epochs", 2).override("training.learning_rate", 3e-4)
+    trainer = Trainer(paths, longer, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                  sweep=False, resume=True))
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["lr"] == 3e-4  # the new plan's lr, not the checkpoint's
+    extended = load_checkpoint(last)
+    assert extended["epoch"] == 2 and len(extended["history"]) == 2
+    assert extended["history"][0] == first["history"][0]
+    assert extended["plans"]["training"]["epochs"] == 2
+    with pytest.raises(TrainingError, match="pass --epochs N with N >= 2"):
+        _train(paths, one, resume=True)  # fewer epochs than trained: refused, nothing touched
+    assert load_checkpoint(last)["epoch"] == 2
