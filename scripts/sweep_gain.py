@@ -1,7 +1,8 @@
 """Held-out gain of the sweep: a trained fold's planned inference settings vs the values rud_sweep chose.
 
 Each held-out image (e.g. a task's imagesTs, which neither training nor the sweep saw) is predicted once
-with every kept checkpoint of the fold and every mirroring, its raw views kept; the same views are then
+with the views every compared setting needs (every kept checkpoint and mirroring unless all of them ask
+for fewer), its raw views kept; the same views are then
 consolidated, post-processed and exported twice through the prediction path (``PredictionRun.replay``):
 with the plans' inference settings as planned, and with the fold's sweep.json on top. Both runs are
 evaluated against the labels; the figures go to a JSON and a printed table.
@@ -54,10 +55,6 @@ def main() -> None:
     tuned, source = folder.tuned_plans([args.fold])
     if source is None:
         raise SystemExit(f"{folder.path}: fold {args.fold} has no sweep.json; run rud_sweep first")
-    all_views = planned.copy()
-    all_views.inference.checkpoints, all_views.inference.mirror = None, True
-    models, all_views, ranks = folder.load_models([args.fold], "cpu", plans=all_views, with_ranks=True)
-    predict = PredictionRun(models, all_views, predictor_options={"keep_raw": True, "member_rank": ranks})
     out_root = args.out.with_suffix("")
     settings = [("planned", planned), ("swept", tuned)]
     for item in args.also:
@@ -66,6 +63,13 @@ def main() -> None:
         for key, value in json.loads(Path(file).read_text())["chosen"].items():
             other.override(f"inference.{key}", value, source=file)
         settings.append((name, other))
+    # the views every replayed setting needs (a CPU plan that limits its ensemble is not predicted whole)
+    all_views = planned.copy()
+    wanted = [p.inference.checkpoints for _, p in settings]
+    all_views.inference.checkpoints = None if None in wanted else max(wanted)
+    all_views.inference.mirror = any(p.inference.mirror for _, p in settings)
+    models, all_views, ranks = folder.load_models([args.fold], "cpu", plans=all_views, with_ranks=True)
+    predict = PredictionRun(models, all_views, predictor_options={"keep_raw": True, "member_rank": ranks})
     runs = {name: PredictionRun(models, plans, out_dir=out_root / name) for name, plans in settings}
     cases = find_input_cases(args.input or paths.images_ts, planned)
     names = sorted(cases)[: args.max_cases]
