@@ -173,7 +173,8 @@ def _load_in_browser(page: Path) -> tuple[str, list[str]]:
     result = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr",
          "--v=0", "--virtual-time-budget=3000", "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(page.parent)})
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
+        env={**os.environ, "HOME": str(page.parent)})
     errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     return result.stdout, errors
 
