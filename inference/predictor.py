@@ -27,6 +27,7 @@ from retinaunet.inference.wbc import patch_center_factor
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from retinaunet.models import Detector
 from retinaunet.plans import Plans
 from retinaunet.store import context_slice
 
@@ -227,7 +228,7 @@ class Predictor:
         for m, model in enumerate(self.models):
             for v, axes in enumerate(self.views):
                 dims = [a + 2 for a in axes]
-                det = model.predict(torch.flip(x, dims) if axes else x)
+                det = self._predict(model, torch.flip(x, dims) if axes else x)
                 view = m * len(self.views) + v
                 for b, lists in enumerate(per_image):
                     lists[0].append(flip_boxes(det.boxes[b].float(), axes, self.patch_size))
@@ -240,6 +241,13 @@ class Predictor:
         out = [tuple(torch.cat(part).cpu().numpy() for part in lists) for lists in per_image]
         seg_mean = None if seg_sum is None else seg_sum.div_(self.num_views).cpu().numpy()
         return out, seg_mean
+
+    def _predict(self, model: nn.Module, x: Tensor):
+        """One model on one view; a detector of the registry skips its segmentation output when it is not
+        kept (the same boxes: P0 and the segmentation head feed no detection head)."""
+        if isinstance(model, Detector):
+            return model.predict(x, segmentation=self.keep_seg)
+        return model.predict(x)
 
     def _gather(self, views: list[tuple], grid: TileGrid, item: int) -> RawPrediction:
         """The boxes of every view and tile of one image as a raw prediction (with coverage)."""

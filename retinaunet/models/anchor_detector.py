@@ -121,9 +121,10 @@ class AnchorDetector(Detector):
         return self.total_loss(terms)
 
     @torch.no_grad()
-    def predict(self, images: Tensor) -> Detections:
-        """Detections per image: images Tensor[B, C, *S] -> Detections (see the class)."""
-        out = self.network(images)
+    def predict(self, images: Tensor, segmentation: bool = True) -> Detections:
+        """Detections per image: images Tensor[B, C, *S] -> Detections (see the class); ``segmentation=False``:
+        boxes only, without the full-resolution P0 level and the segmentation head."""
+        out = self.network(images, segmentation=segmentation)
         shape = list(images.shape[2:])
         anchors = self.anchors(shape, out.feature_shapes, images.device)
         probs = torch.softmax(out.cls_logits.float(), dim=-1)[..., 1:]

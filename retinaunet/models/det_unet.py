@@ -96,12 +96,13 @@ class DetUNet(Detector):
         return self.total_loss(terms)
 
     @torch.no_grad()
-    def predict(self, images: Tensor) -> Detections:
-        """Detections per image from the connected components of the predicted segmentation."""
+    def predict(self, images: Tensor, segmentation: bool = True) -> Detections:
+        """Detections per image from the connected components of the predicted segmentation (computed either
+        way; ``segmentation=False`` only leaves it out of the result)."""
         probs = torch.softmax(self.network(images).float(), dim=1)
         host = probs.cpu().numpy()
         out: list[list[Tensor]] = [[], [], []]
         for b in range(host.shape[0]):
             for i, arr in enumerate(component_boxes(host[b], self.max_components, self.min_score)):
                 out[i].append(torch.from_numpy(arr).to(images.device))
-        return Detections(out[0], out[1], out[2], probs)
+        return Detections(out[0], out[1], out[2], probs if segmentation else None)

@@ -76,8 +76,12 @@ class Detector(nn.Module):
         """
         raise NotImplementedError
 
-    def predict(self, images: Tensor) -> Detections:
-        """Detections per image: images Tensor[B, C, *S] -> Detections (see the class)."""
+    def predict(self, images: Tensor, segmentation: bool = True) -> Detections:
+        """Detections per image: images Tensor[B, C, *S] -> Detections (see the class).
+
+        ``segmentation=False``: boxes only (``Detections.seg`` None), skipping what only the segmentation
+        output needs; the boxes are those of a full pass.
+        """
         raise NotImplementedError
 
     def loss_weight(self, name: str) -> float:

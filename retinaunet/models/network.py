@@ -67,13 +67,18 @@ class DetectionNetwork(nn.Module):
         self.box_head = RegressionHead(dim, fpn, head_ch, head_convs, num_anchors)
         self.seg_head = SegmentationHead(dim, fpn, num_classes) if segmentation else None
 
-    def forward(self, images: Tensor) -> NetworkOutput:
-        """images: Tensor[B, C_in, *S] -> NetworkOutput."""
-        pyramid = self.fpn(self.backbone(images))
+    def forward(self, images: Tensor, segmentation: bool = True) -> NetworkOutput:
+        """images: Tensor[B, C_in, *S] -> NetworkOutput.
+
+        ``segmentation=False`` leaves out the segmentation output and the pyramid levels only it reads (P0 at
+        full resolution): the boxes are the same, at a fraction of the cost (inference of boxes only).
+        """
+        seg = segmentation and self.seg_head is not None
+        pyramid = self.fpn(self.backbone(images), None if seg else self.head_levels)
         levels = [pyramid[k] for k in self.head_levels]
         return NetworkOutput(
             cls_logits=self.cls_head(levels),
             box_deltas=self.box_head(levels),
-            seg_logits=self.seg_head(pyramid[0]) if self.seg_head is not None else None,
+            seg_logits=self.seg_head(pyramid[SEG_LEVEL]) if seg else None,
             feature_shapes=[tuple(p.shape[2:]) for p in levels],
         )

@@ -271,7 +271,8 @@ class FasterRCNN(AnchorDetector):
 
     # -- inference ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, images: Tensor) -> Detections:
+    def predict(self, images: Tensor, segmentation: bool = True) -> Detections:
+        """Detections per image (see the class); ``segmentation=False`` leaves out the segmentation head."""
         shape = list(images.shape[2:])
         pyramid = self.network.pyramid(images)
         logits, deltas, feature_shapes = self.network.rpn(pyramid)
@@ -286,7 +287,7 @@ class FasterRCNN(AnchorDetector):
         dets = [self.postprocess(probs[sel], box_deltas[sel].float(), rois[sel], shape)
                 for sel in (torch.nonzero(batch_index == b).squeeze(1) for b in range(images.shape[0]))]
         seg = None
-        if self.segmentation:
+        if self.segmentation and segmentation:
             seg = torch.softmax(self.network.seg_head(pyramid[0]).float(), dim=1)
         return Detections([d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets], seg)
 

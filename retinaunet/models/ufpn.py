@@ -41,14 +41,22 @@ class UFPN(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, feats: Sequence[Tensor]) -> dict[int, Tensor]:
-        """feats: [C0..C5] -> {k: P_k} for k in ``outputs``, P_k: Tensor[B, fpn_channels, *shape(C_k)]."""
+    def forward(self, feats: Sequence[Tensor], levels: Sequence[int] | None = None) -> dict[int, Tensor]:
+        """feats: [C0..C5] -> {k: P_k} for k in ``outputs``, P_k: Tensor[B, fpn_channels, *shape(C_k)].
+
+        ``levels``: only these of the outputs (the top-down path stops at the lowest of them), e.g. the
+        detection heads' levels when no segmentation is wanted: P0, the full-resolution level, is then
+        never computed. The levels returned are exactly those of a full pass.
+        """
+        wanted = self.outputs if levels is None else sorted({int(k) for k in levels})
+        if not wanted or any(str(k) not in self.smooth for k in wanted):
+            raise ValueError(f"levels must be among the outputs {self.outputs}, got {levels}")
         top = self.lateral[str(self.max_level)](feats[self.max_level])
         out = {}
-        for k in range(self.max_level, self.min_level - 1, -1):
+        for k in range(self.max_level, wanted[0] - 1, -1):
             if k < self.max_level:
                 lat = self.lateral[str(k)](feats[k])
                 top = lat + F.interpolate(top, size=lat.shape[2:], mode="nearest")
-            if str(k) in self.smooth:
+            if k in wanted:
                 out[k] = self.smooth[str(k)](top)
         return out
