@@ -36,7 +36,7 @@ def run(args: list[str], data_root: Path | None = None, timeout: int = 600, cwd:
 
 COVERED = {"benchmark.py", "bench_boxes.py", "bench_wbc.py", "bench_preprocess.py", "bench_loader.py",
            "bench_step.py", "bench_threads.py", "bench_inference.py", "bench_models.py", "bench_gpu.py",
-           "plan_coverage.py", "sweep_gain.py", "toy_study.py", "demo.sh", "setup.sh", "gpu_check.sh"}
+           "bench_scan.py", "plan_coverage.py", "sweep_gain.py", "toy_study.py", "demo.sh", "setup.sh", "gpu_check.sh"}
 # scripts that so far only show that they start (--help, or bash -n); each still needs a tiny run here
 STARTS_ONLY = {"export_dicom.py", "peer_monai.py", "rehearse_ct.sh", "rehearse_step.py", "stage_stats.py"}
 
@@ -79,6 +79,8 @@ def test_benchmark_tiny_runs_every_row(tmp_path):
      "whole-case inference"),
     (["bench_inference.py", "--network", "stub", "--shape", "16", "32", "32", "--patch", "16", "32", "32",
       "--only", "1"], "stub network"),
+    (["bench_scan.py", "--slices", "16", "--size", "32", "--z-slices", "8", "--only", "baseline", "boxes only"],
+     "whole-scan prediction"),
 ], ids=lambda a: a[0] if isinstance(a, list) else None)
 def test_bench_script_tiny(args, expect, tmp_path):
     out = run([PY, f"scripts/{args[0]}", *args[1:]], tmp_path)
