@@ -219,9 +219,11 @@ def read_case(files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Geometry]
         elif (diff := geometry.same_as(geom)) is not None:
             raise ReadError(f"{f}: {diff} of the first modality; resample it onto the first modality's grid")
         arrays.append(array.astype(np.float32, copy=False))
+        del array
     if geometry is None:
         raise ReadError("read_case got no files")
-    return np.stack(arrays), geometry
+    # one modality (CT): a view, not a copy; stacking would hold the float32 scan twice at the peak
+    return (arrays[0][None] if len(arrays) == 1 else np.stack(arrays)), geometry
 
 
 def read_label(label_file: str | os.PathLike, json_file: str | os.PathLike | None = None
