@@ -194,8 +194,15 @@ def _training(budget: Budget, flops: float, val_seconds: float = 0.0) -> tuple[T
         val_note = (f"; 5 longer epochs, as validating {epochs} times (about {val_seconds:.0f} s each) would cost "
                     f"more than {CPU_VAL_SHARE:.0%} of the training time")
         epochs = 5
+    # whole scans (a chest CT: thousands of tiles) cost more to validate than the training itself: validate
+    # every k-th epoch (and always the last), so the validations stay within the share where they can
+    interval = min(epochs, max(1, int(math.ceil(epochs * val_seconds / (CPU_VAL_SHARE * CPU_TRAIN_SECONDS)))))
+    if interval > 1:
+        val_note += (f"; validation every {interval} epochs and after the last ({math.ceil(epochs / interval)} "
+                     f"of about {val_seconds:.0f} s each, the val cases predicted whole), not after each of the "
+                     f"{epochs}: they would cost {epochs * val_seconds / CPU_TRAIN_SECONDS:.1f}x the training time")
     per_epoch = int(math.ceil(steps / epochs))
-    return (TrainingPlan(epochs=epochs, batches_per_epoch=per_epoch, learning_rate=lr),
+    return (TrainingPlan(epochs=epochs, batches_per_epoch=per_epoch, learning_rate=lr, val_interval=interval),
             f"CPU: about {CPU_TRAIN_SECONDS / 60:.0f} minutes of training at an estimated {step:.2f} s per step "
             f"-> {epochs} x {per_epoch} batches{val_note}; Adam, lr {lr:g} (the paper's 1e-4 is for its long "
             "schedule); half the patches centred on an object")

@@ -4,6 +4,7 @@ and on a task with spacing and object sizes unlike the toys; `rud_plan` end to e
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -262,8 +263,22 @@ def test_cpu_ensemble_and_epochs_follow_the_cost_of_a_case(toy2d, toy3d):
     assert costly.inference.checkpoints == 1 and costly.inference.mirror is False
     assert "1 checkpoint(s) x 1 view(s)" in costly.reasons["ensemble"]
     assert costly.training.epochs == 5 and "5 longer epochs" in costly.reasons["training"]
+    assert cheap.training.val_interval == 1 and "validation every" not in cheap.reasons["training"]
     gpu = plan_from_fingerprint(big, budget=gpu_budget(11))
     assert gpu.inference.checkpoints is None and gpu.inference.mirror is True
+
+
+def test_validation_of_whole_scans_is_spaced_to_stay_within_its_share_of_training():
+    """Validating full-size scans (thousands of tiles) after every epoch would cost more than the training."""
+    from retinaunet.planning.planner import CPU_TRAIN_SECONDS, CPU_VAL_SHARE, _training
+
+    share = CPU_VAL_SHARE * CPU_TRAIN_SECONDS
+    cheap, _ = _training(cpu_budget(3), 1e10, val_seconds=share / 20)
+    assert cheap.val_interval == 1
+    scan, why = _training(cpu_budget(3), 1e10, val_seconds=300.0)  # the chest CT plan's estimate: ~300 s
+    validations = math.ceil(scan.epochs / scan.val_interval)
+    assert scan.val_interval > 1 and f"validation every {scan.val_interval} epochs" in why
+    assert validations * 300.0 <= share or scan.val_interval == scan.epochs  # within the share, or only the last
 
 
 def test_ensemble_rule_prefers_more_views_within_the_budget():
