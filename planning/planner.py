@@ -198,7 +198,8 @@ def _training(budget: Budget, flops: float, val_seconds: float = 0.0) -> tuple[T
     # every k-th epoch (and always the last), so the validations stay within the share where they can
     interval = min(epochs, max(1, int(math.ceil(epochs * val_seconds / (CPU_VAL_SHARE * CPU_TRAIN_SECONDS)))))
     if interval > 1:
-        val_note += (f"; validation every {interval} epochs and after the last ({math.ceil(epochs / interval)} "
+        when = "only after the last epoch" if interval >= epochs else f"every {interval} epochs and after the last"
+        val_note += (f"; validation {when} ({math.ceil(epochs / interval)} "
                      f"of about {val_seconds:.0f} s each, the val cases predicted whole), not after each of the "
                      f"{epochs}: they would cost {epochs * val_seconds / CPU_TRAIN_SECONDS:.1f}x the training time")
     per_epoch = int(math.ceil(steps / epochs))
