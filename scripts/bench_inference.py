@@ -149,7 +149,8 @@ def run_config(shape: list[int], mirror: bool, keep_seg: bool, network: str = "d
            "--threads", str(threads), "--seg-dtype", seg_dtype, "--network", network,
            "--gpu-memory", str(gpu_memory)]
     cmd += (["--mirror"] if mirror else []) + (["--keep-seg"] if keep_seg else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, encoding="utf-8",
+                         errors="replace").stdout.strip().splitlines()[-1]
     return json.loads(out)
 
 

@@ -71,7 +71,7 @@ def busy_worker() -> None:
 def measure(threads: str, args: argparse.Namespace) -> dict:
     out = subprocess.run([sys.executable, str(SCRIPT), "--worker", "step", "--threads", threads,
                           "--patch", str(args.patch), "--steps", str(args.steps)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, encoding="utf-8", errors="replace")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -138,7 +138,8 @@ def test_core_imports_without_the_dicom_extra_and_says_how_to_install_it():
             "import retinaunet.inference.cli, retinaunet.convert.cli, retinaunet.dicom_series as d\n"
             "import retinaunet.inference.reader_outputs\n"
             "try:\n    d.require()\nexcept d.MissingExtraError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8",
+                         errors="replace", check=True).stdout
     assert out.count("\n") == 1 and "pip install -e \".[dicom]\"" in out
 
 

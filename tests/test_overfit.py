@@ -91,7 +91,7 @@ def test_overfit_toy_patches(model, one_thread):
     plans.override("anchors.base_sizes", [8.0, 16.0, 32.0, 64.0])
     det = build_model(model, plans)
     images, boxes, labels, seg = toy_batch()
-    history = train_steps(det, images, boxes, labels, seg, 150)
+    history = train_steps(det, images, boxes, labels, seg, 200)
     first, last = history[0], history[-1]
     print(model, "first", first, "last", last)
     assert all(np.isfinite(h["loss"]) for h in history)

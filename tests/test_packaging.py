@@ -62,7 +62,7 @@ def _source_packages() -> set[str]:
 def test_wheel_installs_beside_a_distribution_named_inference(tmp_path):
     src = tmp_path / "src"  # build from the tracked files only, never from build leftovers
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
-                           capture_output=True, text=True).stdout.split()
+                           capture_output=True, text=True, encoding="utf-8", errors="replace").stdout.split()
     for name in files:
         if (REPO / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,8 @@ def test_wheel_installs_beside_a_distribution_named_inference(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     env_py = env / "bin" / "python"
     env_site = Path(subprocess.run([str(env_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                   check=True, capture_output=True, text=True).stdout.strip())
+                                   check=True, capture_output=True, text=True, encoding="utf-8",
+                                   errors="replace").stdout.strip())
     # dependencies from the running environment; its .pth files (the editable install) are not processed
     deps = [p for p in [sysconfig.get_paths()["purelib"], *site.getsitepackages()] if Path(p).is_dir()]
     (env_site / "borrowed_dependencies.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
@@ -96,7 +97,7 @@ def test_wheel_installs_beside_a_distribution_named_inference(tmp_path):
     check = ("import inference, retinaunet, retinaunet.inference.predictor as p; "
              "assert inference.OWNER == 'another distribution'; print(p.__file__)")
     out = subprocess.run([str(env_py), "-c", check], cwd=work, env=run_env, check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, encoding="utf-8", errors="replace").stdout
     assert str(env_site) in out and str(REPO) not in out
     bindir = env / "bin"
     subprocess.run([str(bindir / "rud_example"), "shapes", "--num-train", "6", "--num-test", "2", "--size", "64",

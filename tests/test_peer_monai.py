@@ -76,7 +76,8 @@ def test_peer_trains_and_writes_jsons_that_rud_evaluate_reads(tmp_path):
     env = {"RUD_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:/usr/bin:/bin"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run([*args], cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=600)
 
     for cmd in (["rud_example", "spheres", "--num-train", "10", "--num-test", "1", "--quiet"],
                 ["rud_plan", "-t", "104"], ["rud_preprocess", "-t", "104", "--workers", "0"]):
