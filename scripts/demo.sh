@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the whole pipeline on the paper's 'shapes' toy task, ending with mAP at IoU 0.1 on
 # held-out toy images. Writes under ./data (or $RUD_DATA); every stage's output stays there to look at.
-# Sized for a 2-core CPU: about 10 minutes. Environment knobs: DEMO_TRAIN, DEMO_TEST, DEMO_EPOCHS,
+# Sized for a 2-core CPU: 10-15 minutes. Environment knobs: DEMO_TRAIN, DEMO_TEST, DEMO_EPOCHS,
 # DEMO_BATCHES (batches per epoch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
