@@ -177,6 +177,19 @@ def _write_split(task_dir: Path, split: str, count: int, make: Callable[[int], t
         write_json({"instances": {str(k): v for k, v in instances.items()}}, labels / f"{name}.json", indent=None)
 
 
+def partial_folder(target: Path, force: bool, other: str) -> Path:
+    """The empty ``.partial`` folder beside ``target`` that a generator writes into and renames to ``target``
+    at the end (an interrupted run leaves nothing half written there). An existing ``target`` is refused
+    unless ``force``, which removes it; ``other`` names the option that picks another target."""
+    if target.exists():
+        if not force:
+            raise FileExistsError(f"{target} already exists: pass --force to replace it, or another {other}")
+        shutil.rmtree(target)
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def write_task_folder(task_dir: Path, force: bool, dim: int, labels: dict[str, str], modalities: dict[str, str],
                       counts: dict[str, int], make: Callable[[str], Callable[[int], tuple]], progress: bool) -> Path:
     """Write a generated task: ``dataset.json`` and each split's ``counts[split]`` cases from ``make(split)``.
@@ -184,12 +197,7 @@ def write_task_folder(task_dir: Path, force: bool, dim: int, labels: dict[str, s
     Writes into a ``.partial`` folder beside ``task_dir`` and renames it at the end, so an interrupted run
     leaves no half task. Refuses to touch an existing task folder unless ``force`` (which replaces it whole).
     """
-    if task_dir.exists():
-        if not force:
-            raise FileExistsError(f"{task_dir} already exists: pass --force to replace it, or another --task-number")
-        shutil.rmtree(task_dir)
-    tmp_dir = task_dir.with_name(f".{task_dir.name}.partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir = partial_folder(task_dir, force, "--task-number")
     write_json({"task": task_dir.name, "dim": dim, "labels": labels, "modalities": modalities,
                 "test_labels": True}, tmp_dir / "dataset.json")
     for split, count in counts.items():

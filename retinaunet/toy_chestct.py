@@ -22,12 +22,13 @@ seed ``(seed, index)``, so the files do not depend on the order of generation.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from retinaunet.toy import partial_folder
 
 __all__ = ["ChestCTConfig", "ChestScan", "make_chest_scan", "scan_geometry", "write_chestct_cohort"]
 
@@ -365,12 +366,7 @@ def write_chestct_cohort(out_dir: str | os.PathLike, cfg: ChestCTConfig | None =
     if not 1 <= cfg.slices[0] <= cfg.slices[1]:
         raise ValueError(f"--slices {cfg.slices[0]} {cfg.slices[1]}: give MIN <= MAX, both at least 1")
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not force:
-            raise FileExistsError(f"{out_dir} already exists: pass --force to replace it, or another --out")
-        shutil.rmtree(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_folder(out_dir, force, "--out")
     tmp.mkdir(parents=True)
     nodules, excluded, uids = [], [], []
     for i in tqdm(range(cfg.num_scans), desc="chestct", unit="scan", disable=not progress):
