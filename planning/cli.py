@@ -6,7 +6,7 @@ import argparse
 
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
-from retinaunet.threads import fair_threads, set_threads
+from retinaunet.threads import case_worker_bytes, fair_workers, set_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "training.epochs=20 or patch_size=[96,96]; several may follow one --override. "
                         "Changes results: use with care")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes for the fingerprint (0: in this process; default 2, fewer when other work keeps "
-                        "the cores busy)")
+                   help="processes for the fingerprint (0: in this process; default: the cores other work leaves free, "
+                        "no more than the free memory holds)")
     p.add_argument("--force", action="store_true", help="recompute the fingerprint even if the raw data is unchanged")
     return p
 
@@ -47,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         from retinaunet.planning.pipeline import plan_task, proposals, summary_table
 
         mode = None if args.mode == "all" else args.mode
-        workers = min(2, fair_threads()) if args.workers is None else args.workers
+        from retinaunet.layout import TaskPaths
+
+        try:
+            paths = TaskPaths.from_task(args.task)
+        except Exception:  # noqa: BLE001 - plan_task reports a missing task with its own message
+            paths = None
+        workers = fair_workers(args.workers, case_worker_bytes(paths.root, "fingerprint") if paths else None,
+                               what="process(es) for the fingerprint (when it is computed)")
         if args.train_minutes is not None:
             set_threads(None)  # the measured step runs with the threads rud_train would use now
         plans, _ = plan_task(args.task, mode=mode, gpu_memory=args.gpu_memory, overrides=args.override,

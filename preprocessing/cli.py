@@ -7,7 +7,7 @@ import sys
 
 from retinaunet.cli_errors import run_command
 from retinaunet.layout import default_task
-from retinaunet.threads import fair_threads
+from retinaunet.threads import case_worker_bytes, fair_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--task", default=default_task(),
                    help="task number (1, 001) or full name (Task001_Name); default $RUD_TASK")
     p.add_argument("--workers", type=int, default=None,
-                   help="parallel processes, one case in memory each (0: in this process; default 2, fewer when "
-                        "other work keeps the cores busy); more workers need "
-                        "more memory")
+                   help="parallel processes, one case in memory each (0: in this process; default: the cores other "
+                        "work leaves free, no more than the free memory holds at the largest case's estimate)")
     p.add_argument("--force", action="store_true", help="redo every case, even those that are up to date")
     p.add_argument("--shard", default="0/1",
                    help="i/n: preprocess every n-th case (sorted names) starting at i, so n machines sharing the "
@@ -39,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
         from retinaunet.shard import parse_shard
 
-        workers = min(2, fair_threads()) if args.workers is None else args.workers
+        from retinaunet.layout import TaskPaths
+
+        try:
+            root = TaskPaths.from_task(args.task).root
+        except Exception:  # noqa: BLE001 - preprocess_task reports a missing task with its own message
+            root = None
+        workers = fair_workers(args.workers, case_worker_bytes(root) if root is not None else None)
         report = preprocess_task(args.task, workers=workers, force=args.force, plan=args.plan,
                                  shard=parse_shard(args.shard))
         if report.failed:

@@ -22,7 +22,8 @@ import time
 
 from loguru import logger
 
-__all__ = ["available_cpus", "busy_cpus", "fair_threads", "recheck_threads", "set_threads"]
+__all__ = ["available_cpus", "available_memory", "busy_cpus", "fair_threads", "fair_workers", "recheck_threads",
+           "set_threads"]
 
 WINDOW_S = 0.5  # the window other processes' CPU use is measured over
 RECHECK_S = 60.0  # long work re-measures the share at most this often
@@ -132,6 +133,73 @@ def fair_threads(requested: int | None = None, cpus: int | None = None, busy: fl
     cpus = available_cpus() if cpus is None else cpus
     busy = busy_cpus() if busy is None else busy
     return max(1, min(cpus, math.floor(cpus - busy + 0.5)))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work now (``MemAvailable`` of ``/proc/meminfo``), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def fair_workers(requested: int | None = None, per_worker_bytes: float | None = None, items: int | None = None,
+                 what: str = "worker process(es)", busy: float | None = None,
+                 memory: int | None = None) -> int:
+    """Worker processes for per-case work (fingerprint, preprocessing): ``requested`` when given, else the
+    fair share of the cores (:func:`fair_threads`), no more than the available memory holds at
+    ``per_worker_bytes`` each (keeping a fifth free) and no more than ``items``; at least 1. Logs the choice
+    and its reason, so every stage says how many cores it used."""
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"--workers must be at least 0, got {requested}")
+        logger.info(f"using {requested} {what} (--workers)")
+        return requested
+    busy = busy_cpus() if busy is None else busy
+    n = fair_threads(None, busy=busy)
+    reasons = [f"{busy:.1f} busy with other work now"]
+    memory = available_memory() if memory is None else memory
+    if per_worker_bytes and memory:
+        fits = max(1, int(0.8 * memory // per_worker_bytes))
+        if fits < n:
+            reasons.append(f"memory for {fits}: {memory / 2**30:.1f} GB free, about "
+                           f"{per_worker_bytes / 2**30:.1f} GB each")
+        n = min(n, fits)
+    if items is not None and 0 < items < n:
+        reasons.append(f"{items} case(s) to do")
+        n = items
+    logger.info(f"using {n} {what} of {available_cpus()} core(s) ({'; '.join(reasons)}; --workers sets it)")
+    return n
+
+
+PROCESS_BYTES = 0.4 * 2**30  # Python, NumPy, torch and the libraries in a fresh worker
+
+
+def case_worker_bytes(task_root, stage: str = "preprocess") -> float | None:
+    """An estimate of one worker's peak memory for a per-case stage of the task at ``task_root``.
+
+    ``preprocess``: the largest case of the fingerprint as float32 (all modalities) times 7, plus the
+    process itself (measured: 1.09 GB for a 160 x 512 x 512 CT case, whose float32 is 168 MB; the estimate
+    gives 1.58 GB). ``fingerprint``: the largest image file of imagesTr times 10 (compressed int16 on disk;
+    the fingerprint reads it as float32 and keeps a mask), plus the process. None when nothing is known."""
+    import json
+    from pathlib import Path
+
+    root = Path(task_root)
+    try:
+        if stage == "preprocess":
+            fp = json.loads((root / "fingerprint.json").read_text())
+            channels = max(1, len(fp.get("modalities", {}) or {"0": ""}))
+            largest = max(math.prod(c["shape"]) for c in fp["cases"])
+            return PROCESS_BYTES + 7 * 4 * channels * largest
+        files = [f.stat().st_size for f in (root / "raw_splitted" / "imagesTr").iterdir() if f.is_file()]
+        return PROCESS_BYTES + 10 * max(files) if files else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _apply(n: int) -> None:

@@ -87,3 +87,33 @@ def test_recheck_follows_other_work_and_respects_an_explicit_count(monkeypatch):
     assert threads.set_threads(2) == 2
     assert threads.recheck_threads(interval=0) == 2  # --threads 2 stays
     assert applied == [2, 1, 2]
+
+
+def test_workers_follow_the_free_cores_and_the_free_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(threads, "available_cpus", lambda: 16)
+    gb = 2**30
+    assert threads.fair_workers(None, busy=0.0, memory=64 * gb) == 16  # a quiet 16-core machine: all of them
+    assert threads.fair_workers(None, busy=4.0, memory=64 * gb) == 12
+    # 10 GB free at 2 GB each, a fifth kept free: 4 workers, whatever the cores
+    assert threads.fair_workers(None, per_worker_bytes=2 * gb, busy=0.0, memory=10 * gb) == 4
+    assert threads.fair_workers(None, per_worker_bytes=64 * gb, busy=0.0, memory=10 * gb) == 1
+    assert threads.fair_workers(None, busy=0.0, memory=64 * gb, items=3) == 3
+    assert threads.fair_workers(5, per_worker_bytes=64 * gb, busy=16.0, memory=gb) == 5  # --workers wins
+    with pytest.raises(ValueError, match="--workers"):
+        threads.fair_workers(-1)
+
+
+def test_a_workers_memory_estimate_grows_with_the_largest_case(tmp_path):
+    import json
+
+    (tmp_path / "fingerprint.json").write_text(json.dumps(
+        {"modalities": {"0": "CT"}, "cases": [{"shape": [160, 512, 512]}, {"shape": [40, 64, 64]}]}))
+    est = threads.case_worker_bytes(tmp_path, "preprocess")
+    assert est == pytest.approx(threads.PROCESS_BYTES + 7 * 4 * 160 * 512 * 512)
+    # the measured whole-process peak of preprocessing such a case was 1.09 GB: the estimate is above it
+    assert 1.09 * 2**30 < est < 2 * 2**30
+    assert threads.case_worker_bytes(tmp_path / "missing", "preprocess") is None
+    images = tmp_path / "raw_splitted" / "imagesTr"
+    images.mkdir(parents=True)
+    (images / "a_0000.nii.gz").write_bytes(b"x" * 1000)
+    assert threads.case_worker_bytes(tmp_path, "fingerprint") == pytest.approx(threads.PROCESS_BYTES + 10_000)
