@@ -164,10 +164,14 @@ class Predictor:
             dets, seg = self._forward(torch.from_numpy(buffer[: len(batch)]).to(self.device))
             for b, (item, t) in enumerate(batch):
                 boxes, scores, labels, view = dets[b]
-                shift = np.concatenate([starts[t], starts[t]])
-                boxes = np.clip(boxes + shift, 0, np.concatenate([item_shape, item_shape]))
-                pcf = patch_center_factor(boxes - shift, self.patch_size) if len(starts) > 1 else np.ones(len(boxes))
-                views.append((boxes, scores, labels, view, t, pcf))
+                if len(boxes):  # a tile without boxes adds nothing to its image's gathered views
+                    shift = np.concatenate([starts[t], starts[t]])
+                    boxes = np.clip(boxes + shift, 0, np.concatenate([item_shape, item_shape]))
+                    pcf = (patch_center_factor(boxes - shift, self.patch_size) if len(starts) > 1
+                           else np.ones(len(boxes)))
+                    views.append((boxes, scores, labels, view, np.full(len(boxes), t, np.int32), pcf))
+                    if len(views) >= COMPACT_EVERY:
+                        views = [_stack(views)]
                 if acc is not None and seg is not None:
                     src, dst = tile_slices(starts[t], self.patch_size, item_shape)
                     lead = (slice(None),) if item is None else (slice(None), item)
@@ -252,25 +256,33 @@ class Predictor:
     def _gather(self, views: list[tuple], grid: TileGrid, item: int) -> RawPrediction:
         """The boxes of every view and tile of one image as a raw prediction (with coverage)."""
         dim = grid.dim
-        if not views:
-            boxes = np.zeros((0, 2 * dim))
-        else:
-            boxes = np.concatenate([v[0] for v in views]).astype(np.float64).reshape(-1, 2 * dim)
+        boxes, scores, labels, view, tile, pcf = _stack(views) if views else (
+            np.zeros((0, 2 * dim)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32),
+            np.zeros(0))
+        boxes = boxes.astype(np.float64).reshape(-1, 2 * dim)
         n_mirrors = len(self.views)
-        view = np.concatenate([v[3] for v in views]) if views else np.zeros(0, dtype=np.int64)
         return RawPrediction(
-            boxes=boxes, scores=np.concatenate([v[1] for v in views]).astype(np.float64) if views else np.zeros(0),
-            labels=np.concatenate([v[2] for v in views]).astype(np.int64) if views else np.zeros(0, np.int64),
+            boxes=boxes, scores=scores.astype(np.float64), labels=labels.astype(np.int64),
             member=(view // n_mirrors).astype(np.int16), mirror=(view % n_mirrors).astype(np.int16),
-            tile=np.concatenate([np.full(len(v[0]), v[4], np.int32) for v in views]) if views else np.zeros(
-                0, np.int32),
-            item=np.full(len(boxes), item, dtype=np.int32),
-            pcf=np.concatenate([v[5] for v in views]).astype(np.float64) if views else np.zeros(0),
-            coverage=grid.mean_coverage(boxes), member_rank=self.member_rank, num_mirrors=n_mirrors)
+            tile=tile.astype(np.int32), item=np.full(len(boxes), item, dtype=np.int32),
+            pcf=pcf.astype(np.float64), coverage=grid.mean_coverage(boxes), member_rank=self.member_rank,
+            num_mirrors=n_mirrors)
 
     def _as_case(self, parts: list[RawPrediction], slicewise: bool) -> RawPrediction:
         dim = self.plans.dim
         return RawPrediction.concat(parts, dim, self.member_rank, len(self.views), slicewise)
+
+
+COMPACT_EVERY = 256  # per-tile box arrays gathered into one set of arrays this often
+
+
+def _stack(views: list[tuple]) -> tuple[np.ndarray, ...]:
+    """Per-tile (boxes, scores, labels, view, tile, pcf) arrays concatenated field by field.
+
+    Gathering them every few hundred tiles keeps thousands of small arrays from living between the
+    network's large temporary buffers, which fragments the heap: on a 300 x 512 x 512 scan (6,048 tiles)
+    the process grew by about 0.5 MB per pass, 1.5 GB in all, before this."""
+    return tuple(np.concatenate([v[k] for v in views]) for k in range(6))
 
 
 def _argmax(acc: np.ndarray, chunk: int = 16) -> np.ndarray:
