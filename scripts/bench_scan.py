@@ -46,6 +46,12 @@ def rss_mb() -> float:
 
 
 def peak_mb() -> float:
+    """This process's resident high-water mark (VmHWM), MB. Not ``ru_maxrss``: Linux carries that over an
+    exec from the forking parent, so a worker would report at least its parent's size at the fork."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
