@@ -13,7 +13,9 @@ in the JSON's order; finding k carries the tracking id ``finding <k+1>`` and one
   along the image axes, their end points at the box faces, so the centre is the box centre and the axes'
   lengths are its extent in mm), the class as the finding type (coding scheme ``99RUD``, value
   ``class<k>``), and measurements: the extent along the image's x, y and z axes (mm) and the score
-  (DCM "Probability", no units).
+  (DCM "Probability", no units). A series without a finding at the operating point gets an SR too (the
+  algorithm ran and found nothing there): TID 1500 needs one group, so it holds a single series-level group
+  (TID 1501, tracking id ``no finding``) with one measurement, ``findings`` (``99RUD``) = 0.
 
 highdicom and pydicom are optional dependencies (``pip install -e ".[dicom]"``).
 """
@@ -37,6 +39,7 @@ SEG_SUFFIX, SR_SUFFIX = ".seg.dcm", ".sr.dcm"
 PRIVATE_SCHEME = "99RUD"  # the codes this project defines (a private coding scheme: 99 prefix)
 SOFTWARE = "retinaunet-detection"
 EXTENT_CODES = {axis: (f"extent-{axis}", f"Extent along image {axis} axis") for axis in "xyz"}
+FINDINGS_CODE, FINDINGS_MEANING = ("findings",), "Findings at or above the operating point"
 
 
 def dicom_findings(doc: dict[str, Any], operating_point: float) -> list[dict[str, Any]]:
@@ -165,6 +168,13 @@ def write_case_sr(doc: dict[str, Any], series: DicomSeries, path: str | os.PathL
                 frame_of_reference_uid=series.frame_of_reference_uid, source_series=source_series),
             finding_type=hd.sr.CodedConcept(f"class{int(entry['class'])}", PRIVATE_SCHEME, str(name)[:64]),
             algorithm_id=algorithm, measurements=measurements))
+    if not groups:  # TID 1500 needs a group: one for the whole series, saying that no finding reached the point
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no finding"),
+            algorithm_id=algorithm,
+            measurements=[hd.sr.Measurement(name=hd.sr.CodedConcept(*FINDINGS_CODE, PRIVATE_SCHEME, FINDINGS_MEANING),
+                                            value=0, unit=hd.sr.CodedConcept("{findings}", "UCUM", "findings"),
+                                            algorithm_id=algorithm)]))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(), name=SOFTWARE))

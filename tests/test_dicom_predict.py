@@ -147,6 +147,25 @@ def test_sr_reads_back_with_centres_extents_classes_and_scores(runs):
         assert group.finding_type.meaning == entry["class_name"]
 
 
+def test_sr_of_a_series_without_findings_says_none_reached_the_point(runs, tmp_path):
+    """highdicom's TID 1500 needs a group: a series with nothing at the operating point gets one saying so."""
+    hd = pytest.importorskip("highdicom")
+
+    from retinaunet.dicom_series import find_series
+    from retinaunet.inference.dicom_export import write_case_dicom
+
+    doc = json.loads((runs["dicom"] / f"{CASE}.json").read_text())
+    (series,) = [s for s in find_series(runs["root"] / "dicom").series if s.uid == UID]
+    written = write_case_dicom(doc, series, tmp_path, operating_point=1.01)  # above every score: no finding
+    assert [p.name for p in written] == [f"{CASE}.sr.dcm"]  # no SEG (a SEG needs a segment), an SR
+    sr = hd.sr.srread(written[0])
+    assert sr.content.get_volumetric_roi_measurement_groups() == []
+    (group,) = sr.content.get_image_measurement_groups()
+    assert group.tracking_identifier == "no finding"
+    (measurement,) = group.get_measurements()
+    assert measurement.name.meaning == "Findings at or above the operating point" and measurement.value == 0
+
+
 def test_markups_hold_one_roi_per_box(runs):
     slicerio = pytest.importorskip("slicerio")
     from slicerio.markups import _MARKUPS_SCHEMA  # slicerio's markups structure: the schema Slicer reads
