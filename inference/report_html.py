@@ -44,6 +44,7 @@ padding:.6em;margin:.5em 0}.finding.below{opacity:.6}.thumbs{display:flex;gap:.4
 .thumbs figure{margin:0;text-align:center;font-size:.75em;color:#556}.thumbs img{display:block;background:#000}
 .facts td{border:none;padding:.1em .5em}.yes{color:#1a7f37;font-weight:600}.no{color:#8a8f98}
 .meta{color:#556;font-size:.9em}body.above-only .below{display:none}
+.summary td:nth-child(-n+2){word-break:break-all;max-width:24em}
 """
 
 SCRIPT = """
