@@ -38,7 +38,7 @@ def run(args: list[str], data_root: Path | None = None, timeout: int = 600, cwd:
 COVERED = {"benchmark.py", "bench_boxes.py", "bench_wbc.py", "bench_preprocess.py", "bench_loader.py",
            "bench_step.py", "bench_threads.py", "bench_inference.py", "bench_models.py", "bench_gpu.py",
            "bench_scan.py", "plan_coverage.py", "sweep_gain.py", "toy_study.py", "demo.sh", "setup.sh", "gpu_check.sh",
-           "peer_monai.py", "rehearse_ct.sh", "rehearse_step.py", "stage_stats.py", "export_dicom.py"}
+           "peer_monai.py", "bench_onnx.py", "rehearse_ct.sh", "rehearse_step.py", "stage_stats.py", "export_dicom.py"}
 # tiny runs elsewhere: peer_monai.py in tests/test_peer_monai.py, stage_stats.py in tests/test_stage_stats.py,
 # export_dicom.py in tests/test_dicom_series.py; rehearse_ct.sh (which runs rehearse_step.py) below
 # scripts that only show that they start (--help, or bash -n); none at present, each would need a tiny run here
@@ -97,6 +97,7 @@ def test_benchmark_tiny_runs_every_row(tmp_path):
       "--only", "1"], "stub network"),
     (["bench_scan.py", "--slices", "16", "--size", "32", "--z-slices", "8", "--only", "baseline", "boxes only"],
      "whole-scan prediction"),
+    (["bench_onnx.py", "--patch", "8", "16", "16", "--tiles", "2", "--repeats", "1"], "| onnxruntime |"),
 ], ids=lambda a: a[0] if isinstance(a, list) else None)
 def test_bench_script_tiny(args, expect, tmp_path):
     out = run([PY, f"scripts/{args[0]}", *args[1:]], tmp_path)
