@@ -47,13 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from retinaunet.planning.pipeline import plan_task, proposals, summary_table
 
         mode = None if args.mode == "all" else args.mode
-        from retinaunet.layout import TaskPaths
-
-        try:
-            paths = TaskPaths.from_task(args.task)
-        except Exception:  # noqa: BLE001 - plan_task reports a missing task with its own message
-            paths = None
-        workers = fair_workers(args.workers, case_worker_bytes(paths.root, "fingerprint") if paths else None,
+        workers = fair_workers(args.workers, case_worker_bytes(args.task, "fingerprint"),
                                what="process(es) for the fingerprint (when it is computed)")
         if args.train_minutes is not None:
             set_threads(None)  # the measured step runs with the threads rud_train would use now

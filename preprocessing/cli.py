@@ -38,13 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from retinaunet.shard import parse_shard
 
-        from retinaunet.layout import TaskPaths
-
-        try:
-            root = TaskPaths.from_task(args.task).root
-        except Exception:  # noqa: BLE001 - preprocess_task reports a missing task with its own message
-            root = None
-        workers = fair_workers(args.workers, case_worker_bytes(root) if root is not None else None)
+        workers = fair_workers(args.workers, case_worker_bytes(args.task))
         report = preprocess_task(args.task, workers=workers, force=args.force, plan=args.plan,
                                  shard=parse_shard(args.shard))
         if report.failed:

@@ -179,8 +179,9 @@ def fair_workers(requested: int | None = None, per_worker_bytes: float | None = 
 PROCESS_BYTES = 0.4 * 2**30  # Python, NumPy, torch and the libraries in a fresh worker
 
 
-def case_worker_bytes(task_root, stage: str = "preprocess") -> float | None:
-    """An estimate of one worker's peak memory for a per-case stage of the task at ``task_root``.
+def case_worker_bytes(task, stage: str = "preprocess") -> float | None:
+    """An estimate of one worker's peak memory for a per-case stage of ``task`` (a task's number or name as
+    the commands take it, or its folder as a Path).
 
     ``preprocess``: the largest case of the fingerprint as float32 (all modalities) times 7, plus the
     process itself (measured: 1.09 GB for a 160 x 512 x 512 CT case, whose float32 is 168 MB; the estimate
@@ -189,7 +190,15 @@ def case_worker_bytes(task_root, stage: str = "preprocess") -> float | None:
     import json
     from pathlib import Path
 
-    root = Path(task_root)
+    if isinstance(task, Path):
+        root = task
+    else:
+        from retinaunet.layout import TaskPaths
+
+        try:
+            root = TaskPaths.from_task(task).root
+        except Exception:  # noqa: BLE001 - the stage itself reports a missing task with its own message
+            return None
     try:
         if stage == "preprocess":
             fp = json.loads((root / "fingerprint.json").read_text())

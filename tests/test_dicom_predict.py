@@ -151,8 +151,9 @@ def test_sr_of_a_series_without_findings_says_none_reached_the_point(runs, tmp_p
     """highdicom's TID 1500 needs a group: a series with nothing at the operating point gets one saying so."""
     hd = pytest.importorskip("highdicom")
 
-    from retinaunet.dicom_series import find_series
     from retinaunet.inference.dicom_export import write_case_dicom
+
+    from retinaunet.dicom_series import find_series
 
     doc = json.loads((runs["dicom"] / f"{CASE}.json").read_text())
     (series,) = [s for s in find_series(runs["root"] / "dicom").series if s.uid == UID]
