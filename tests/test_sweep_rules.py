@@ -68,6 +68,21 @@ def test_a_gain_on_every_case_replaces_the_planned_settings():
     assert result.to_dict()["decision"]["interval"] == result.decision["interval"]  # written to sweep.json
 
 
+def test_neighbours_fused_by_the_planned_wbc_are_parted_by_the_sweep():
+    # two objects whose boxes share one pixel (IoU 0.005): WBC at the planned 1e-5 fuses their boxes into one
+    # cluster in every case, WBC at 0.1 keeps both; the gain is on every case, so it holds
+    gt = np.array([[10.0, 10.0, 20.0, 20.0], [19.0, 19.0, 29.0, 29.0]])
+    cases = [views_case(f"c{i:02d}", [(gt[0], 0.9), (gt[1], 0.8)], gt=gt) for i in range(12)]
+    plans = planned_plans()
+    assert plans.inference.consolidation == "wbc" and plans.inference.wbc_iou < 0.005
+    result = sweep(cases, plans, "map", samples=300)
+    assert result.planned_value < 0.75  # one of the two objects lost in every case
+    assert result.decision["chosen"] == "swept" and result.decision["interval"][0] > 0
+    parted = result.chosen["wbc_iou"] if result.chosen["consolidation"] == "wbc" else result.chosen[
+        "consolidation_nms_iou"]
+    assert parted > 0.005 and result.value == pytest.approx(1.0)
+
+
 def test_paired_bootstrap_interval():
     cases = cases_with_tiny_false_positives(with_fp=12)
     planned = [(c.raw.boxes[::4], c.raw.scores[::4], c.raw.labels[::4]) for c in cases]
