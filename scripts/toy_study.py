@@ -75,6 +75,11 @@ PROFILES = {
     # there the comparison mixes data efficiency with speed of learning. About 50 minutes on 2 CPU cores.
     "pair": Profile(sizes=(8, 128), seeds=(0, 1), models=("retina_unet", "retina_net"),
                     num_val=16, num_test=80, epochs=4, batches=100, keep_best=1, mirror=False),
+    # The central pair settled: the pair profile with 8 seeds per cell, so the difference between the two
+    # detectors is read per seed (paired: the same training images and seed for both) with a bootstrap
+    # interval over the seeds. 96 cells, about two minutes each on 2 CPU cores.
+    "settle": Profile(sizes=(8, 128), seeds=tuple(range(8)), models=("retina_unet", "retina_net"),
+                      num_val=16, num_test=80, epochs=4, batches=100, keep_best=1, mirror=False),
     # The paper's sizes of data (1000 train pool, 500 val, 1000 test), all six models, the planner's
     # training length and inference (best epochs, mirroring): GPU work, and a lot of it: 324 cells, each
     # the planner's GPU schedule (100 x 200 batches; the shapes plan ran 61 s per 200 batches on an H100).
@@ -259,6 +264,69 @@ def markdown_table(cells: list[dict], prof: Profile, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIR = ("retina_unet", "retina_net")  # the same detector with and without segmentation supervision
+PAIRED_SAMPLES = 10000  # bootstrap resamples of the seeds
+PAIRED_CONFIDENCE = 0.95
+
+
+def paired_differences(cells: list[dict], prof: Profile, samples: int = PAIRED_SAMPLES,
+                       confidence: float = PAIRED_CONFIDENCE, seed: int = 0) -> list[dict]:
+    """Retina U-Net minus Retina Net, AP@0.1 per seed (paired: both trained on the seed's training images
+    with the seed), per task and size, over the seeds both finished: the mean difference, its bootstrap
+    interval (the seeds resampled with replacement; ``None`` with fewer than two seeds), the wins, ties and
+    losses of Retina U-Net and the differences themselves."""
+    ap = {(c["kind"], c["n"], c["model"], c["seed"]): float(c["ap"] or 0.0) for c in cells}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for kind in prof.kinds:
+        for n in prof.sizes:
+            seeds = sorted(s for (k, m_n, m, s) in ap if (k, m_n, m) == (kind, n, PAIR[0])
+                           and (kind, n, PAIR[1], s) in ap)
+            if not seeds:
+                continue
+            d = np.array([ap[(kind, n, PAIR[0], s)] - ap[(kind, n, PAIR[1], s)] for s in seeds])
+            interval = None
+            if len(d) > 1:
+                means = d[rng.integers(0, len(d), size=(samples, len(d)))].mean(axis=1)
+                tail = (1.0 - confidence) / 2
+                interval = [float(v) for v in np.quantile(means, [tail, 1.0 - tail])]
+            rows.append({"kind": kind, "n": n, "seeds": seeds, "mean_difference": float(d.mean()),
+                         "interval": interval, "confidence": confidence, "wins": int((d > 0).sum()),
+                         "ties": int((d == 0).sum()), "losses": int((d < 0).sum()),
+                         "differences": [round(float(v), 6) for v in d]})
+    return rows
+
+
+def paired_verdict(row: dict) -> str:
+    """A plain reading of one paired row: who leads, or that the seeds do not settle it."""
+    if row["interval"] is None:
+        return "one seed: not settled"
+    lo, hi = row["interval"]
+    if lo > 0:
+        return "Retina U-Net ahead"
+    if hi < 0:
+        return "Retina Net ahead"
+    return "not settled (the interval holds 0)"
+
+
+def paired_table(cells: list[dict], prof: Profile) -> str:
+    """The paired differences as markdown ('' when no seed has both detectors)."""
+    rows = paired_differences(cells, prof)
+    if not rows:
+        return ""
+    pct = int(round(100 * PAIRED_CONFIDENCE))
+    lines = ["| task | n | seeds | Retina U-Net - Retina Net (points) | " + f"{pct}% interval | "
+             "wins / ties / losses | reading |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        interval = "-" if r["interval"] is None else f"[{100 * r['interval'][0]:+.1f}, {100 * r['interval'][1]:+.1f}]"
+        lines.append(f"| {r['kind']} | {r['n']} | {len(r['seeds'])} | {100 * r['mean_difference']:+.1f} | "
+                     f"{interval} | {r['wins']} / {r['ties']} / {r['losses']} | {paired_verdict(r)} |")
+    lines += ["", f"AP@0.1 of Retina U-Net minus Retina Net for the same seed (the same training images and "
+              f"initialisation seed), mean over the seeds both finished; {pct}% bootstrap interval of that "
+              f"mean over {PAIRED_SAMPLES} resamples of the seeds; wins: seeds where Retina U-Net scored higher."]
+    return "\n".join(lines) + "\n"
+
+
 def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -307,8 +375,12 @@ def write_report(cells_dir: Path, out_dir: Path, prof: Profile, name: str) -> No
     title = f"Toy study ({name} profile): {len(cells)} of {total} cells"
     write_csv(cells, out_dir / "toy_study.csv")
     md = _tmp(out_dir / "toy_study.md")
-    md.write_text(markdown_table(cells, prof, f"### {title}"))
+    paired = paired_table(cells, prof) if set(PAIR) <= set(prof.models) else ""
+    md.write_text(markdown_table(cells, prof, f"### {title}")
+                  + (f"\n### Paired by seed: Retina U-Net against Retina Net\n\n{paired}" if paired else ""))
     os.replace(md, out_dir / "toy_study.md")
+    if paired:
+        _write_json(paired_differences(cells, prof), out_dir / "paired.json")
     plot(cells, prof, out_dir / "toy_study.png", title + "; line: mean over seeds, band: min-max")
 
 

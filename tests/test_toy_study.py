@@ -51,3 +51,32 @@ def test_report_from_finished_cells(tmp_path):
     assert "8 of 48 cells" in table and "| shapes | 8 | 50.0 (1 seed) | 50.0 (1 seed) |" in table
     assert (tmp_path / "out" / "toy_study.png").stat().st_size > 0
     assert len((tmp_path / "out" / "toy_study.csv").read_text().splitlines()) == 9
+
+
+def test_paired_differences_by_seed(tmp_path):
+    ts = _module()
+    prof = ts.PROFILES["settle"]
+    assert len(prof.seeds) >= 8 and set(prof.models) == set(ts.PAIR)
+    cells = []
+    # shapes n=8: Retina U-Net ahead by 0.10 on every seed; scales n=8: +0.2, -0.2 alternating (no lead);
+    # seed 7 of patterns has Retina Net only (not paired)
+    for seed in range(8):
+        swing = 0.2 if seed % 2 else -0.2
+        cells += [{"kind": "shapes", "n": 8, "model": "retina_unet", "seed": seed, "ap": 0.6 + 0.01 * seed},
+                  {"kind": "shapes", "n": 8, "model": "retina_net", "seed": seed, "ap": 0.5 + 0.01 * seed},
+                  {"kind": "scales", "n": 8, "model": "retina_unet", "seed": seed, "ap": 0.7 + swing},
+                  {"kind": "scales", "n": 8, "model": "retina_net", "seed": seed, "ap": 0.7}]
+    cells += [{"kind": "patterns", "n": 8, "model": "retina_unet", "seed": 0, "ap": 0.9},
+              {"kind": "patterns", "n": 8, "model": "retina_net", "seed": 0, "ap": 0.9},
+              {"kind": "patterns", "n": 8, "model": "retina_net", "seed": 7, "ap": 0.1}]
+    rows = {(r["kind"], r["n"]): r for r in ts.paired_differences(cells, prof, samples=2000)}
+    assert set(rows) == {("shapes", 8), ("scales", 8), ("patterns", 8)}
+    shapes, scales, patterns = rows[("shapes", 8)], rows[("scales", 8)], rows[("patterns", 8)]
+    assert abs(shapes["mean_difference"] - 0.1) < 1e-9 and shapes["wins"] == 8 and shapes["losses"] == 0
+    assert shapes["interval"][0] > 0.09 and ts.paired_verdict(shapes) == "Retina U-Net ahead"
+    assert abs(scales["mean_difference"]) < 1e-9 and (scales["wins"], scales["losses"]) == (4, 4)
+    lo, hi = scales["interval"]
+    assert lo < 0 < hi and ts.paired_verdict(scales).startswith("not settled")
+    assert patterns["seeds"] == [0] and patterns["interval"] is None and patterns["ties"] == 1
+    table = ts.paired_table(cells, prof)
+    assert "| shapes | 8 | 8 | +10.0 |" in table and "8 / 0 / 0 | Retina U-Net ahead" in table
