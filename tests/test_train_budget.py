@@ -79,3 +79,23 @@ def test_resume_with_more_epochs_extends_a_finished_run(task):  # noqa: F811 - t
     with pytest.raises(TrainingError, match="pass --epochs N with N >= 2"):
         _train(paths, one, resume=True)  # fewer epochs than trained: refused, nothing touched
     assert load_checkpoint(last)["epoch"] == 2
+
+
+def test_rud_train_resume_keeps_the_runs_own_schedule(task):  # noqa: F811 - the fixture
+    """`rud_train --epochs 1 --batches-per-epoch 3` then `--resume --epochs 2`: the extension trains epochs of
+    3 batches, not plans.json's 2; naming --batches-per-epoch with --resume changes it."""
+    from retinaunet.training.cli import main as train_main
+
+    paths, _ = task
+    assert load_plans(paths.plans).training.batches_per_epoch == 2
+    common = ["0", "-t", paths.name, "--workers", "0", "--no-test", "--no-sweep", "--device", "cpu"]
+    assert train_main(common + ["--epochs", "1", "--batches-per-epoch", "3"]) == 0
+    last = paths.fold_dir("retina_unet", "2d", 0) / "checkpoint_last.pt"
+    assert load_checkpoint(last)["plans"]["training"]["batches_per_epoch"] == 3
+    assert train_main(common + ["--resume", "--epochs", "2"]) == 0
+    extended = load_checkpoint(last)
+    assert extended["epoch"] == 2 and extended["plans"]["training"]["batches_per_epoch"] == 3
+    assert train_main(common + ["--resume"]) == 0  # no --epochs: the run's 2 (plans.json says 2 as well)
+    assert train_main(common + ["--resume", "--epochs", "3", "--batches-per-epoch", "4"]) == 0
+    assert load_checkpoint(last)["plans"]["training"]["batches_per_epoch"] == 4
+    assert load_plans(paths.plans).training.batches_per_epoch == 2  # plans.json untouched

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "random states and history): ends as an uninterrupted run would. With --epochs K above "
                         "the run's epochs it extends a finished run to K epochs: Adam's state carries on at the "
                         "plan's constant learning rate, and the best epochs, the sweep and the test prediction "
-                        "are redone at the end")
+                        "are redone at the end. The run keeps its own epochs and batches per epoch unless "
+                        "--epochs / --batches-per-epoch are given")
     p.add_argument("--force", action="store_true",
                    help="delete an existing run of this fold and start over (without it an existing run is "
                         "never touched)")
@@ -96,6 +97,9 @@ def train(args: argparse.Namespace) -> None:
         plans.override("training.epochs", args.epochs)
     if args.batches_per_epoch is not None:
         plans.override("training.batches_per_epoch", args.batches_per_epoch)
+    given = {o.split("=", 1)[0].strip() for o in args.override}  # a resumed run keeps what this call does not name
+    keep = tuple(key for key, flag in (("epochs", args.epochs), ("batches_per_epoch", args.batches_per_epoch))
+                 if args.resume and flag is None and f"training.{key}" not in given)
     set_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
@@ -104,7 +108,7 @@ def train(args: argparse.Namespace) -> None:
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
                                 seed=args.seed, predict_test=not args.no_test, sweep=not args.no_sweep,
                                 sweep_metric=args.sweep_metric, pretrained=args.pretrained,
-                                faster_ensemble=args.faster_ensemble)
+                                faster_ensemble=args.faster_ensemble, keep_run_schedule=keep)
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,9 @@ class TrainOptions:
     sweep_metric: str = "map"
     faster_ensemble: bool = False  # the sweep may choose fewer checkpoints or no mirroring than planned
     pretrained: str | None = None  # model folder or checkpoint whose fitting weights start the training
+    # schedule keys ("epochs", "batches_per_epoch") a resumed run keeps from its checkpoint instead of the plans
+    # given (rud_train: those its command line does not name)
+    keep_run_schedule: tuple[str, ...] = ()
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -186,6 +189,7 @@ class Trainer:
         self.history = list(state["history"])
         self.best = list(state["best"])
         set_rng_state(state["rng"])
+        self._keep_run_schedule(path, state.get("plans", {}).get("training", {}))
         epochs, lr = self.plans.training.epochs, self.plans.training.learning_rate
         if self.start_epoch > epochs:
             raise TrainingError(f"{path}: the run has trained {self.start_epoch} epochs, more than the {epochs} "
@@ -200,6 +204,20 @@ class Trainer:
                         f"moments carry on at the constant lr {lr:g}; the kept best epochs, the sweep and the "
                         "test prediction are redone at the end")
         logger.info(f"resumed {path} at epoch {self.start_epoch}")
+
+    def _keep_run_schedule(self, path: Path, run: dict) -> None:
+        """A resumed run keeps its own epochs and batches per epoch (e.g. those of an earlier ``--epochs 4
+        --batches-per-epoch 20``) for the keys of ``keep_run_schedule``: it ends as the uninterrupted run would."""
+        kept = {}
+        for key in self.opts.keep_run_schedule:
+            value = run.get(key)
+            if value is not None and int(value) != getattr(self.plans.training, key):
+                kept[key] = int(value)
+        if kept:
+            self.plans = self.plans.copy()  # the caller's plans (shared by the folds of one call) stay as given
+            self.plans.training = replace(self.plans.training, **kept)
+            logger.info(f"{path}: the run's own " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in kept.items())
+                        + " kept (plans.json differs; --epochs / --batches-per-epoch change them)")
 
     # ------------------------------------------------------------------------------------------- epochs
     def fit(self) -> dict:
