@@ -1,0 +1,383 @@
+"""Learning curves: held-out AP@0.1 per object size and CPM against minutes of training, three detectors, seeds.
+
+For one task and fold, Retina U-Net and Retina Net (this project's ``rud_train`` with the planner's defaults)
+and MONAI's RetinaNet (``scripts/peer_monai.py``, its LUNA16 tutorial's recipe) are trained for each budget
+of ``--minutes`` and each seed of ``--seeds``; after each budget the held-out images (the task's
+``imagesTs``) are predicted as a user gets them and scored: mAP@0.1, CPM and the mAP@0.1 of each object-size
+bucket (``rud_evaluate``'s buckets, by axial diameter in mm).
+
+    python scripts/learning_curves.py -t 110 --minutes 5 20 60 --seeds 0 1 2 -o docs/learning_curves/nodules
+    python scripts/learning_curves.py -t 110 ... --report-only          # table and figure from finished cells
+
+How the budgets are spent:
+
+- Retina U-Net, Retina Net: one run per seed, extended budget by budget (``rud_train --resume --epochs K``:
+  Adam carries on at the plan's constant learning rate, so the 20-minute network is the 5-minute one trained
+  on). The first budget's schedule comes from one measured training step of the model
+  (``planning/schedule.py``, as ``rud_plan --train-minutes``); the batches per epoch stay, and a later budget
+  gets its epochs from the seconds per epoch the run has measured so far. The end-of-training sweep runs as
+  in any ``rud_train``; the fold's own test prediction is skipped (``--no-test``).
+- MONAI's RetinaNet: one run per budget and seed (``--minutes M``): the tutorial's learning-rate schedule is
+  mapped onto the budget, so a longer budget is a new run, not a continued one.
+- "minutes" are minutes of training steps (sampling and augmentation included) on this machine: for
+  ``rud_train`` the sum of the epochs' seconds in its history (validations, the sweep and prediction come on
+  top), for the peer its budget. Each cell records the minutes it actually spent.
+
+Every seed has a root of its own (``<work>/seed<s>/<task>/``) that links the task's raw data, plans, splits and
+preprocessed cases and holds its own ``models/`` and predictions, so no two seeds share a network and the split
+is the same for all. Resumable: a finished cell (model, seed, budget) is ``<work>/cells/<key>.json``; a rerun
+skips it, and a ``rud_train`` run interrupted mid-budget resumes from its last checkpoint. After every cell
+``learning_curves.csv``, ``.md`` and ``.png`` are rewritten in ``-o``.
+
+Timed work: run it alone on the machine (another job beside it changes how many steps a minute holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODELS = ("retina_unet", "retina_net", "monai")
+MODEL_NAMES = {"retina_unet": "Retina U-Net", "retina_net": "Retina Net", "monai": "MONAI RetinaNet"}
+COLORS = {"retina_unet": "tab:blue", "retina_net": "tab:green", "monai": "tab:red"}
+LINKED = ("dataset.json", "dataset.yaml", "dataset.yml", "raw_splitted", "preprocessed", "plans.json", "splits.json",
+          "fingerprint.json")
+
+
+class CurveError(RuntimeError):
+    """A stage failed or the inputs are not there; the message names the file and the fix."""
+
+
+def log(msg: str) -> None:
+    print(f"[learning_curves {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _write_json(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ roots
+def seed_root(task_dir: Path, work: Path, seed: int) -> Path:
+    """``<work>/seed<s>/<task>``: links to the task's inputs, its own ``models/`` (made once)."""
+    root = work / f"seed{seed}" / task_dir.name
+    root.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        src, dst = task_dir / name, root / name
+        if src.exists() and not dst.exists():
+            dst.symlink_to(src.resolve())
+    return root
+
+
+def _run(cmd: list[str], data_root: Path, threads: int | None, what: str) -> None:
+    env = {**os.environ, "RUD_DATA": str(data_root), "TQDM_DISABLE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+        cmd = cmd + ["--threads", str(threads)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")
+    if proc.returncode:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise CurveError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+
+
+# ----------------------------------------------------------------------------------- project detectors
+def _last_state(fold_dir: Path) -> dict | None:
+    """Epoch and history of ``checkpoint_last.pt`` (None before the first epoch)."""
+    path = fold_dir / "checkpoint_last.pt"
+    if not path.is_file():
+        return None
+    import torch
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return {"epoch": int(state["epoch"]), "history": state.get("history", []), "plans": state.get("plans")}
+
+
+def trained_seconds(history: list[dict]) -> float:
+    """Seconds of training steps in a run's history (each epoch's steps; not its validation)."""
+    return float(sum(float(e.get("seconds") or 0.0) for e in history))
+
+
+def epochs_for(minutes: float, history: list[dict]) -> int:
+    """Epochs that fill ``minutes`` of training at the seconds per epoch ``history`` measured (never fewer than it
+    has already run)."""
+    per_epoch = trained_seconds(history) / len(history)
+    return max(len(history), int(round(60.0 * minutes / max(per_epoch, 1e-6))))
+
+
+def first_schedule(task_dir: Path, model: str, minutes: float, threads: int | None) -> tuple[int, int, float]:
+    """(epochs, batches, seconds per step) for the first budget, from one measured step of ``model``."""
+    import torch
+    from retinaunet.planning.measure import measure_step_seconds
+    from retinaunet.planning.schedule import budget_schedule
+
+    from retinaunet.plans import load_plans
+
+    if threads:
+        torch.set_num_threads(threads)
+    plans = load_plans(task_dir / "plans.json")
+    step, device = measure_step_seconds(plans, model)
+    epochs, batches, _ = budget_schedule(plans, minutes, step, device)
+    return epochs, batches, step
+
+
+def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, minutes: float,
+                  schedule_file: Path, threads: int | None) -> dict:
+    """Train (or extend) the seed's run of ``model`` to ``minutes``; returns what it spent. The first budget's
+    schedule is measured once and kept in ``schedule_file`` (a rerun after an interruption uses the same)."""
+    from retinaunet.plans import load_plans
+
+    plan = load_plans(task_dir / "plans.json").plan_name
+    fold_dir = root / "models" / f"{model}_{plan}" / f"fold{fold}"
+    state = _last_state(fold_dir)
+    schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else {}
+    key = f"{model}_s{seed}"
+    if key not in schedule:
+        epochs, batches, step = first_schedule(task_dir, model, minutes, threads)
+        schedule[key] = {"epochs": epochs, "batches": batches, "step_seconds": step, "first_minutes": minutes}
+        _write_json(schedule, schedule_file)
+    first = schedule[key]
+    batches = int(first["batches"])
+    if minutes == first["first_minutes"]:
+        epochs = int(first["epochs"])
+    else:
+        if not state:
+            raise CurveError(f"{fold_dir}: no run to extend to {minutes:g} min; its first budget "
+                             f"({first['first_minutes']:g} min) comes first")
+        epochs = epochs_for(minutes, state["history"])
+    if state and state["epoch"] >= epochs and (fold_dir / "sweep.json").is_file():
+        pass  # this budget's training is done (an interrupted cell stopped after it)
+    else:
+        cmd = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", model, "--seed", str(seed),
+               "--epochs", str(epochs), "--no-test", "--workers", "0"]
+        if state:
+            cmd.append("--resume")
+        else:
+            cmd += ["--batches-per-epoch", str(batches), "--force"]
+        _run(cmd, root.parent, threads, f"rud_train ({model}, seed {seed}, {minutes:g} min)")
+        state = _last_state(fold_dir)
+    return {"epochs": state["epoch"], "batches_per_epoch": batches,
+            "minutes_spent": round(trained_seconds(state["history"]) / 60.0, 3)}
+
+
+# ------------------------------------------------------------------------------------------------ cells
+def cell_key(model: str, seed: int, minutes: float) -> str:
+    return f"{model}_s{seed}_m{minutes:g}"
+
+
+def score(pred_dir: Path, labels: Path, class_names: list[str]) -> dict:
+    from retinaunet.evaluation.evaluate import evaluate_folder
+
+    metrics = evaluate_folder(pred_dir, labels, (0.1,), None, class_names)
+    buckets = {name: b["mAP"] for name, b in metrics["by_size"]["buckets"].items()}
+    objects = {name: b["objects"] for name, b in metrics["by_size"]["buckets"].items()}
+    return {"map": metrics["mAP"]["0.1"], "cpm": metrics["FROC"]["mean_CPM"], "by_size": buckets,
+            "objects_by_size": objects}
+
+
+def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minutes: float, images: Path,
+             labels: Path, threads: int | None) -> dict:
+    from retinaunet.io import read_json
+
+    root = seed_root(task_dir, work, seed)
+    out = root / "predictions" / cell_key(model, seed, minutes)
+    start = time.perf_counter()
+    if model == "monai":
+        _run([sys.executable, str(ROOT / "scripts" / "peer_monai.py"), "-t", task_dir.name, "--minutes", f"{minutes:g}",
+              "--fold", str(fold), "--seed", str(seed), "-i", str(images), "-o", str(out), "--overwrite"],
+             root.parent, threads, f"peer_monai.py (seed {seed}, {minutes:g} min)")
+        spent = {"minutes_spent": float(minutes)}
+    else:
+        spent = train_project(task_dir, root, model, seed, fold, minutes, work / "schedules.json", threads)
+        _run([str(BIN / "rud_predict"), "-t", task_dir.name, "-i", str(images), "-o", str(out), "--folds", str(fold),
+              "--model", model, "--overwrite"], root.parent, threads, f"rud_predict ({model}, seed {seed})")
+    names = [v for _, v in sorted(read_json(task_dir / "dataset.json")["labels"].items(), key=lambda kv: int(kv[0]))]
+    return {"model": model, "seed": seed, "minutes": float(minutes), "fold": fold, **spent,
+            **score(out, labels, names), "wall_seconds": round(time.perf_counter() - start, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def cell_order(models: list[str], seeds: list[int], budgets: list[float]) -> list[tuple[int, str, float]]:
+    """(seed, model, minutes): seed by seed, each model's budgets in rising order (a project run is extended)."""
+    return [(s, m, b) for s in seeds for m in models for b in sorted(budgets)]
+
+
+# ----------------------------------------------------------------------------------------------- report
+def load_cells(cells_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(cells_dir.glob("*.json"))]
+
+
+def _spread(values: list[float | None]) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{100 * v[0]:.1f} (1 seed)"
+    return f"{100 * np.mean(v):.1f} ({100 * min(v):.0f}-{100 * max(v):.0f})"
+
+
+def buckets_with_objects(cells: list[dict]) -> list[str]:
+    names: list[str] = []
+    for c in cells:
+        for name, n in c.get("objects_by_size", {}).items():
+            if n and name not in names:
+                names.append(name)
+    return names
+
+
+def markdown_table(cells: list[dict], task: str) -> str:
+    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for c in cells:
+        groups[(c["model"], c["minutes"])].append(c)
+    buckets = buckets_with_objects(cells)
+    objects = {b: max(c.get("objects_by_size", {}).get(b, 0) for c in cells) for b in buckets}
+    head = ["detector", "budget (min)", "seeds", "minutes spent", "mAP@0.1", "CPM"]
+    head += [f"AP@0.1 {b} mm ({objects[b]})" for b in buckets]
+    lines = [f"### Learning curves: {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model in MODELS:
+        for minutes in sorted({m for mo, m in groups if mo == model}):
+            g = groups[(model, minutes)]
+            row = [MODEL_NAMES[model], f"{minutes:g}", str(len(g)),
+                   f"{np.mean([c['minutes_spent'] for c in g]):.1f}", _spread([c["map"] for c in g]),
+                   _spread([c["cpm"] for c in g])]
+            row += [_spread([c["by_size"].get(b) for c in g]) for b in buckets]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Held-out scores in %: mean over the seeds (min-max in brackets); per size bucket the mean AP@0.1 "
+              "over classes of the objects of that axial diameter (held-out objects in brackets in the header)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("mAP@0.1", lambda c: c["map"]), ("CPM", lambda c: c["cpm"])]
+    panels += [(f"AP@0.1, {b} mm", lambda c, b=b: c["by_size"].get(b)) for b in buckets_with_objects(cells)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharey=True)
+    budgets = sorted({c["minutes"] for c in cells})
+    for ax, (name, get) in zip(np.atleast_1d(axes), panels):
+        for model in MODELS:
+            mine = [c for c in cells if c["model"] == model and get(c) is not None]
+            if not mine:
+                continue
+            xs = sorted({c["minutes"] for c in mine})
+            vals = [[get(c) for c in mine if c["minutes"] == x] for x in xs]
+            ax.plot(xs, [np.mean(v) for v in vals], "o-", color=COLORS[model], label=MODEL_NAMES[model])
+            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=COLORS[model], alpha=0.15,
+                            linewidth=0)
+            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], color=COLORS[model], s=8,
+                       alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+        ax.minorticks_off()
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("minutes of training")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("held-out score")
+    np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(cells_dir: Path, out: Path, task: str) -> None:
+    cells = load_cells(cells_dir)
+    if not cells:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["model", "seed", "minutes", "minutes_spent", "fold", "map", "cpm", "epochs", "batches_per_epoch",
+            "wall_seconds", "finished"]
+    buckets = buckets_with_objects(cells)
+    with open(out / "learning_curves.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols + [f"ap_{b}" for b in buckets], extrasaction="ignore")
+        w.writeheader()
+        for c in sorted(cells, key=lambda c: (MODELS.index(c["model"]), c["minutes"], c["seed"])):
+            w.writerow({**c, **{f"ap_{b}": c["by_size"].get(b) for b in buckets}})
+    (out / "learning_curves.md").write_text(markdown_table(cells, task))
+    plot(cells, out / "learning_curves.png",
+         f"{task}: held-out scores against minutes of training; line: mean over seeds, band: min-max")
+
+
+# ------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-t", "--task", required=True, help="task number or name (under $RUD_DATA), preprocessed")
+    p.add_argument("--minutes", type=float, nargs="+", default=[5.0, 20.0, 60.0], help="training budgets")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--fold", type=int, default=0, help="fold of splits.json: train and val cases")
+    p.add_argument("-i", "--images", type=Path, default=None, help="held-out images (default: imagesTs)")
+    p.add_argument("-l", "--labels", type=Path, default=None, help="their labels (default: labelsTs)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="seed roots and finished cells (default: <task>/learning_curves)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="folder for learning_curves.csv/.md/.png")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of every stage (default: as rud_train)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the table and the figure")
+    args = p.parse_args(argv)
+
+    from retinaunet.cli_errors import run_command
+    from retinaunet.layout import TaskPaths
+
+    def go() -> None:
+        paths = TaskPaths.from_task(args.task)
+        if not paths.plans.is_file():
+            raise CurveError(f"{paths.plans}: not found; run rud_plan -t {paths.name} and rud_preprocess first")
+        if not paths.splits.is_file():  # the folds rud_train would make, written once for every seed and model
+            from retinaunet import store
+            from retinaunet.plans import load_plans
+            from retinaunet.training.splits import load_or_create_splits
+
+            classes = store.case_classes(paths.preprocessed(load_plans(paths.plans).plan_name))
+            if not classes:
+                raise CurveError(f"{paths.root}: no preprocessed cases; run rud_preprocess -t {paths.name}")
+            load_or_create_splits(paths, classes)
+        if min(args.minutes) <= 0:
+            raise CurveError(f"--minutes must be positive, got {args.minutes}")
+        work = (args.work or paths.root / "learning_curves").resolve()
+        cells_dir = work / "cells"
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        if args.report_only:
+            write_report(cells_dir, args.out, paths.name)
+            return
+        images, labels = args.images or paths.images_ts, args.labels or paths.labels_ts
+        for folder in (images, labels):
+            if not Path(folder).is_dir():
+                raise CurveError(f"{folder}: not a folder; pass the held-out images and labels with -i and -l")
+        order = cell_order(args.models, args.seeds, args.minutes)
+        todo = [c for c in order if not (cells_dir / f"{cell_key(c[1], c[0], c[2])}.json").exists()]
+        log(f"{paths.name}: {len(order)} cells, {len(order) - len(todo)} already done")
+        start = time.perf_counter()
+        for i, (seed, model, minutes) in enumerate(todo):
+            record = run_cell(paths.root, work, model, seed, args.fold, minutes, Path(images), Path(labels),
+                              args.threads)
+            _write_json(record, cells_dir / f"{cell_key(model, seed, minutes)}.json")
+            write_report(cells_dir, args.out, paths.name)
+            elapsed = time.perf_counter() - start
+            log(f"{i + 1}/{len(todo)} {cell_key(model, seed, minutes)}: mAP@0.1 {record['map'] or 0.0:.3f}, "
+                f"CPM {record['cpm'] or 0.0:.3f} ({record['minutes_spent']:.1f} min of training; "
+                f"{elapsed / 60:.1f} min so far)")
+        write_report(cells_dir, args.out, paths.name)
+        log(f"done: {args.out}")
+
+    return run_command("learning_curves", go)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""scripts/learning_curves.py: a tiny run of two budgets (the second extends the first run), resumable, its
+report; the epochs of a later budget from the measured seconds per epoch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCRIPT = ROOT / "scripts" / "learning_curves.py"
+spec = importlib.util.spec_from_file_location("learning_curves", SCRIPT)
+curves = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(curves)
+
+
+def test_a_later_budget_gets_epochs_from_the_measured_seconds():
+    history = [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 30.0}]  # 1 minute in 2 epochs
+    assert curves.trained_seconds(history) == 60.0
+    assert curves.epochs_for(5.0, history) == 10
+    assert curves.epochs_for(0.1, history) == 2  # never fewer than the run has trained
+    order = curves.cell_order(["retina_unet", "monai"], [0, 1], [20.0, 5.0])
+    assert order[:2] == [(0, "retina_unet", 5.0), (0, "retina_unet", 20.0)] and len(order) == 8
+
+
+def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
+    env = {"RUD_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:/usr/bin:/bin"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*args], cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=900)
+
+    (tmp_path / "data").mkdir()
+    proc = run(sys.executable, str(SCRIPT), "-t", "101", "-o", "out")
+    assert proc.returncode == 1 and "101" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1  # no task
+    for cmd in (["rud_example", "shapes", "--num-train", "10", "--num-test", "2", "--size", "64", "--radius", "8",
+                 "--hole-radius", "2", "--quiet"], ["rud_plan", "-t", "101"],
+                ["rud_preprocess", "-t", "101", "--workers", "0"]):
+        assert run(str(BIN / cmd[0]), *cmd[1:]).returncode == 0, cmd
+    args = [sys.executable, str(SCRIPT), "-t", "101", "--minutes", "0.01", "0.03", "--seeds", "0",
+            "--models", "retina_unet", "--threads", "1", "-o", "out"]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    work = tmp_path / "data" / "Task101_ToyShapes" / "learning_curves"
+    short, longer = (json.loads((work / "cells" / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.03"))
+    assert longer["epochs"] > short["epochs"] and longer["batches_per_epoch"] == short["batches_per_epoch"]
+    assert longer["minutes_spent"] > short["minutes_spent"] > 0
+    for cell in (short, longer):
+        assert 0 <= cell["map"] <= 1 and 0 <= cell["cpm"] <= 1 and cell["by_size"]
+    seed_models = work / "seed0" / "Task101_ToyShapes" / "models"
+    assert (seed_models / "retina_unet_2d" / "fold0" / "checkpoint_last.pt").is_file()
+    assert not (tmp_path / "data" / "Task101_ToyShapes" / "models").exists()  # the task's own models untouched
+    table = (tmp_path / "out" / "learning_curves.md").read_text()
+    assert "| Retina U-Net | 0.01 | 1 |" in table and "| Retina U-Net | 0.03 | 1 |" in table
+    assert len((tmp_path / "out" / "learning_curves.csv").read_text().splitlines()) == 3
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 0
+    proc = run(*args)  # finished cells are skipped
+    assert proc.returncode == 0 and "2 already done" in proc.stdout
