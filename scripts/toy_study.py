@@ -267,6 +267,7 @@ def markdown_table(cells: list[dict], prof: Profile, title: str) -> str:
 PAIR = ("retina_unet", "retina_net")  # the same detector with and without segmentation supervision
 PAIRED_SAMPLES = 10000  # bootstrap resamples of the seeds
 PAIRED_CONFIDENCE = 0.95
+PAIRED_MIN_SEEDS = 8  # a percentile bootstrap over fewer seeds is too coarse to read a lead from
 
 
 def paired_differences(cells: list[dict], prof: Profile, samples: int = PAIRED_SAMPLES,
@@ -298,9 +299,10 @@ def paired_differences(cells: list[dict], prof: Profile, samples: int = PAIRED_S
 
 
 def paired_verdict(row: dict) -> str:
-    """A plain reading of one paired row: who leads, or that the seeds do not settle it."""
-    if row["interval"] is None:
-        return "one seed: not settled"
+    """A plain reading of one paired row: who leads, or that the seeds do not settle it (too few seeds to read
+    one: under ``PAIRED_MIN_SEEDS``)."""
+    if len(row["seeds"]) < PAIRED_MIN_SEEDS:
+        return f"{len(row['seeds'])} seed(s) so far: too few to read (needs {PAIRED_MIN_SEEDS})"
     lo, hi = row["interval"]
     if lo > 0:
         return "Retina U-Net ahead"

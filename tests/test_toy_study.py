@@ -78,5 +78,8 @@ def test_paired_differences_by_seed(tmp_path):
     lo, hi = scales["interval"]
     assert lo < 0 < hi and ts.paired_verdict(scales).startswith("not settled")
     assert patterns["seeds"] == [0] and patterns["interval"] is None and patterns["ties"] == 1
+    assert ts.paired_verdict(patterns).startswith("1 seed(s) so far: too few")
+    two = ts.paired_differences([c for c in cells if c["seed"] < 2], prof)[0]  # shapes, 2 seeds, both won
+    assert two["wins"] == 2 and two["interval"][0] > 0 and "too few" in ts.paired_verdict(two)
     table = ts.paired_table(cells, prof)
     assert "| shapes | 8 | 8 | +10.0 |" in table and "8 / 0 / 0 | Retina U-Net ahead" in table
