@@ -38,9 +38,11 @@ def run(args: list[str], data_root: Path | None = None, timeout: int = 600, cwd:
 COVERED = {"benchmark.py", "bench_boxes.py", "bench_wbc.py", "bench_preprocess.py", "bench_loader.py",
            "bench_step.py", "bench_threads.py", "bench_inference.py", "bench_models.py", "bench_gpu.py",
            "bench_scan.py", "plan_coverage.py", "sweep_gain.py", "toy_study.py", "demo.sh", "setup.sh", "gpu_check.sh",
-           "peer_monai.py", "bench_onnx.py", "rehearse_ct.sh", "rehearse_step.py", "stage_stats.py", "export_dicom.py"}
+           "peer_monai.py", "bench_onnx.py", "rehearse_ct.sh", "rehearse_step.py", "stage_stats.py", "export_dicom.py",
+           "learning_curves.py"}
 # tiny runs elsewhere: peer_monai.py in tests/test_peer_monai.py, stage_stats.py in tests/test_stage_stats.py,
-# export_dicom.py in tests/test_dicom_series.py; rehearse_ct.sh (which runs rehearse_step.py) below
+# export_dicom.py in tests/test_dicom_series.py, learning_curves.py in tests/test_learning_curves.py;
+# rehearse_ct.sh (which runs rehearse_step.py) below
 # scripts that only show that they start (--help, or bash -n); none at present, each would need a tiny run here
 STARTS_ONLY: set[str] = set()
 
