@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retinaunet.io import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODELS = ("retina_unet", "retina_net", "monai")
@@ -62,12 +64,6 @@ class CurveError(RuntimeError):
 
 def log(msg: str) -> None:
     print(f"[learning_curves {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _write_json(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------ roots
@@ -95,12 +91,13 @@ def _run(cmd: list[str], data_root: Path, threads: int | None, what: str) -> Non
 
 # ----------------------------------------------------------------------------------- project detectors
 def _last_state(fold_dir: Path) -> dict | None:
-    """Epoch and history of ``checkpoint_last.pt`` (None before the first epoch)."""
+    """Epoch and history of ``checkpoint_last.pt`` (None before the first epoch). The file is memory-mapped, so
+    the weights and optimiser state it also holds are not read."""
     path = fold_dir / "checkpoint_last.pt"
     if not path.is_file():
         return None
     import torch
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     return {"epoch": int(state["epoch"]), "history": state.get("history", []), "plans": state.get("plans")}
 
 
@@ -116,17 +113,14 @@ def epochs_for(minutes: float, history: list[dict]) -> int:
     return max(len(history), int(round(60.0 * minutes / max(per_epoch, 1e-6))))
 
 
-def first_schedule(task_dir: Path, model: str, minutes: float, threads: int | None) -> tuple[int, int, float]:
+def first_schedule(plans, model: str, minutes: float, threads: int | None) -> tuple[int, int, float]:
     """(epochs, batches, seconds per step) for the first budget, from one measured step of ``model``."""
     import torch
     from retinaunet.planning.measure import measure_step_seconds
     from retinaunet.planning.schedule import budget_schedule
 
-    from retinaunet.plans import load_plans
-
     if threads:
         torch.set_num_threads(threads)
-    plans = load_plans(task_dir / "plans.json")
     step, device = measure_step_seconds(plans, model)
     epochs, batches, _ = budget_schedule(plans, minutes, step, device)
     return epochs, batches, step
@@ -138,15 +132,15 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
     schedule is measured once and kept in ``schedule_file`` (a rerun after an interruption uses the same)."""
     from retinaunet.plans import load_plans
 
-    plan = load_plans(task_dir / "plans.json").plan_name
-    fold_dir = root / "models" / f"{model}_{plan}" / f"fold{fold}"
+    plans = load_plans(task_dir / "plans.json")
+    fold_dir = root / "models" / f"{model}_{plans.plan_name}" / f"fold{fold}"
     state = _last_state(fold_dir)
     schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else {}
     key = f"{model}_s{seed}"
     if key not in schedule:
-        epochs, batches, step = first_schedule(task_dir, model, minutes, threads)
+        epochs, batches, step = first_schedule(plans, model, minutes, threads)
         schedule[key] = {"epochs": epochs, "batches": batches, "step_seconds": step, "first_minutes": minutes}
-        _write_json(schedule, schedule_file)
+        write_json(schedule, schedule_file)
     first = schedule[key]
     batches = int(first["batches"])
     if minutes == first["first_minutes"]:
@@ -367,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (seed, model, minutes) in enumerate(todo):
             record = run_cell(paths.root, work, model, seed, args.fold, minutes, Path(images), Path(labels),
                               args.threads)
-            _write_json(record, cells_dir / f"{cell_key(model, seed, minutes)}.json")
+            write_json(record, cells_dir / f"{cell_key(model, seed, minutes)}.json")
             write_report(cells_dir, args.out, paths.name)
             elapsed = time.perf_counter() - start
             log(f"{i + 1}/{len(todo)} {cell_key(model, seed, minutes)}: mAP@0.1 {record['map'] or 0.0:.3f}, "

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retinaunet.io import atomic_path, write_json
+
 KINDS = ("shapes", "patterns", "scales")
 TASK_NUMBERS = {"shapes": 121, "patterns": 122, "scales": 123}
 MODEL_NAMES = {"retina_unet": "Retina U-Net", "retina_net": "Retina Net", "det_unet": "DetU-Net",
@@ -116,17 +118,6 @@ def log(msg: str) -> None:
     print(f"[toy_study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _tmp(path: Path) -> Path:
-    """A temporary name beside ``path``, private to this process (several workers may share a study)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
-def _write_json(obj: object, path: Path) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _run(entry, argv: list[str], what: str) -> None:
     """Call a command's entry function; a non-zero exit stops the study with the command's message."""
     code = entry(argv)
@@ -154,7 +145,7 @@ def prepare_task(kind: str, root: Path, prof: Profile) -> Path:
         _run(example_main, [kind, "--num-train", str(want["num_train"]), "--num-test", str(prof.num_test),
                             "--task-number", str(number), "--task-name", f"Study{kind.capitalize()}",
                             "--data-root", str(root), "--quiet"], "rud_example")
-        _write_json(want, marker)
+        write_json(want, marker)
     _run(plan_main, ["-t", str(number), "--workers", "0"], "rud_plan")
     _run(preprocess_main, ["-t", str(number), "--workers", "1"], "rud_preprocess")
     return task_dir
@@ -187,7 +178,7 @@ def run_cell(task_dir: Path, prof: Profile, kind: str, n: int, model: str, seed:
     from retinaunet.training.cli import main as train_main
 
     number = str(TASK_NUMBERS[kind])
-    _write_json([study_split(prof, n, seed)], task_dir / "splits.json")
+    write_json([study_split(prof, n, seed)], task_dir / "splits.json")
     argv = ["0", "-t", number, "--model", model, "--seed", str(seed), "--force", "--no-test",
             "--device", device]
     if prof.epochs is not None:
@@ -232,14 +223,12 @@ def summarise(cells: list[dict]) -> dict[tuple[str, str, int], list[float]]:
 
 def write_csv(cells: list[dict], path: Path) -> None:
     cols = ["kind", "n", "model", "seed", "ap", "best_val_ap", "train_s", "predict_s", "device", "finished"]
-    tmp = _tmp(path)
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols + ["ap_" + k for k in ("0", "1")], extrasaction="ignore")
         w.writeheader()
         for c in sorted(cells, key=lambda c: (c["kind"], c["n"], c["model"], c["seed"])):
             per = list((c.get("ap_per_class") or {}).values())
             w.writerow({**c, **{f"ap_{i}": v for i, v in enumerate(per)}})
-    os.replace(tmp, path)
 
 
 def markdown_table(cells: list[dict], prof: Profile, title: str) -> str:
@@ -362,10 +351,9 @@ def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
     np.atleast_1d(axes)[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = _tmp(path)
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(cells_dir: Path, out_dir: Path, prof: Profile, name: str) -> None:
@@ -376,13 +364,12 @@ def write_report(cells_dir: Path, out_dir: Path, prof: Profile, name: str) -> No
     total = len(prof.kinds) * len(prof.sizes) * len(prof.models) * len(prof.seeds)
     title = f"Toy study ({name} profile): {len(cells)} of {total} cells"
     write_csv(cells, out_dir / "toy_study.csv")
-    md = _tmp(out_dir / "toy_study.md")
     paired = paired_table(cells, prof) if set(PAIR) <= set(prof.models) else ""
-    md.write_text(markdown_table(cells, prof, f"### {title}")
-                  + (f"\n### Paired by seed: Retina U-Net against Retina Net\n\n{paired}" if paired else ""))
-    os.replace(md, out_dir / "toy_study.md")
+    with atomic_path(out_dir / "toy_study.md") as md:
+        md.write_text(markdown_table(cells, prof, f"### {title}")
+                      + (f"\n### Paired by seed: Retina U-Net against Retina Net\n\n{paired}" if paired else ""))
     if paired:
-        _write_json(paired_differences(cells, prof), out_dir / "paired.json")
+        write_json(paired_differences(cells, prof), out_dir / "paired.json")
     plot(cells, prof, out_dir / "toy_study.png", title + "; line: mean over seeds, band: min-max")
 
 
@@ -443,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.exists() and json.loads(settings.read_text()) != training:
         raise SystemExit(f"{settings}: the finished cells were trained with other settings "
                          f"({settings.read_text().strip()}); use another --data-root to compare")
-    _write_json(training, settings)
-    _write_json({"profile": name, **asdict(whole)}, root / "profile.json")
+    write_json(training, settings)
+    write_json({"profile": name, **asdict(whole)}, root / "profile.json")
     order = cell_order(prof)
     todo = [c for c in order if not (cells_dir / f"{cell_key(c[2], c[1], c[3], c[0])}.json").exists()]
     log(f"{name} profile: {len(order)} cells, {len(order) - len(todo)} already done, device {args.device}")
@@ -453,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (seed, n, kind, model) in enumerate(todo):
         key = cell_key(kind, n, model, seed)
         record = run_cell(tasks[kind], prof, kind, n, model, seed, args.device)
-        _write_json(record, cells_dir / f"{key}.json")
+        write_json(record, cells_dir / f"{key}.json")
         write_report(cells_dir, out_dir, whole, name)
         elapsed = time.perf_counter() - start
         log(f"{i + 1}/{len(todo)} {key}: AP@0.1 {record['ap'] or 0.0:.3f} (train {record['train_s']:.0f} s, "
