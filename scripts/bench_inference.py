@@ -2,7 +2,7 @@
 
 A small demo network (make_test_plans-like, random weights, 3D patch 64 x 128 x 128) predicts one
 preprocessed volume with and without test-time mirroring, with the segmentation output accumulated
-or not. Each configuration runs in a fresh subprocess so that its peak resident memory (maxrss) is its
+or not. Each configuration runs in a fresh subprocess so that its peak resident memory (VmHWM) is its
 own. The classification prior is zeroed so that every tile reports its maximum number of boxes: a
 worst case for consolidation.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_scan import peak_mb  # VmHWM: ru_maxrss would carry the parent's size over the exec
 from retinaunet.inference.predictor import Predictor
 from retinaunet.inference.tiling import TileGrid
 from torch import nn
@@ -131,7 +131,7 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.synchronize(args.device)
     seconds = time.perf_counter() - start
     tiles = len(TileGrid(args.shape, list(predictor.patch_size), predictor.tile_overlap))
-    return {"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"seconds": seconds, "maxrss_mb": peak_mb(),
             "gpu_peak_mb": torch.cuda.max_memory_allocated(args.device) / 2**20 if cuda else None,
             "tiles": tiles, "views": len(predictor.views), "boxes": len(pred.boxes),
             "data_mb": data.nbytes / 2**20, "tile": list(predictor.patch_size), "batch": predictor.batch_size,
