@@ -1,4 +1,4 @@
-"""Learning curves: held-out AP@0.1 per object size and CPM against minutes of training, three detectors, seeds.
+"""Learning curves: held-out AP@0.1 per object size and CPM against minutes of training, four detectors, seeds.
 
 For one task and fold, Retina U-Net and Retina Net (this project's ``rud_train`` with the planner's defaults)
 and MONAI's RetinaNet (``scripts/peer_monai.py``, its LUNA16 tutorial's recipe) are trained for each budget
@@ -17,7 +17,10 @@ How the budgets are spent:
   (``planning/schedule.py``, as ``rud_plan --train-minutes``); the batches per epoch stay, and a later budget
   gets its epochs from the seconds per epoch the run has measured so far. The end-of-training sweep runs as
   in any ``rud_train``; the fold's own test prediction is skipped (``--no-test``).
-- MONAI's RetinaNet: one run per budget and seed (``--minutes M``): the tutorial's learning-rate schedule is
+- MONAI's RetinaNet, twice: ``monai`` with the tutorial's ResNet50-FPN, and ``monai_plan`` with MONAI's ResNet and
+  FPN at the sizes of the plan's own network (``peer_monai.py --backbone plan``; the rest of the recipe is the
+  tutorial's), since on a CPU the tutorial's network takes only a handful of steps in minutes.
+  ``--models`` picks. Each: one run per budget and seed (``--minutes M``): the tutorial's learning-rate schedule is
   mapped onto the budget, so a longer budget is a new run, not a continued one.
 - "minutes" are minutes of training steps (sampling and augmentation included) on this machine: for
   ``rud_train`` the sum of the epochs' seconds in its history (validations, the sweep and prediction come on
@@ -51,9 +54,11 @@ from retinaunet.io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-MODELS = ("retina_unet", "retina_net", "monai")
-MODEL_NAMES = {"retina_unet": "Retina U-Net", "retina_net": "Retina Net", "monai": "MONAI RetinaNet"}
-COLORS = {"retina_unet": "tab:blue", "retina_net": "tab:green", "monai": "tab:red"}
+MODELS = ("retina_unet", "retina_net", "monai", "monai_plan")
+MODEL_NAMES = {"retina_unet": "Retina U-Net", "retina_net": "Retina Net", "monai": "MONAI RetinaNet",
+               "monai_plan": "MONAI RetinaNet, plan-sized"}
+COLORS = {"retina_unet": "tab:blue", "retina_net": "tab:green", "monai": "tab:red", "monai_plan": "tab:orange"}
+MONAI_BACKBONES = {"monai": "tutorial", "monai_plan": "plan"}  # peer_monai.py --backbone of each peer model
 LINKED = ("dataset.json", "dataset.yaml", "dataset.yml", "raw_splitted", "preprocessed", "plans.json", "splits.json",
           "fingerprint.json")
 
@@ -187,10 +192,11 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
     root = seed_root(task_dir, work, seed)
     out = root / "predictions" / cell_key(model, seed, minutes)
     start = time.perf_counter()
-    if model == "monai":
+    if model in MONAI_BACKBONES:
         _run([sys.executable, str(ROOT / "scripts" / "peer_monai.py"), "-t", task_dir.name, "--minutes", f"{minutes:g}",
-              "--fold", str(fold), "--seed", str(seed), "-i", str(images), "-o", str(out), "--overwrite"],
-             root.parent, threads, f"peer_monai.py (seed {seed}, {minutes:g} min)")
+              "--fold", str(fold), "--seed", str(seed), "-i", str(images), "-o", str(out), "--overwrite",
+              "--backbone", MONAI_BACKBONES[model]],
+             root.parent, threads, f"peer_monai.py ({MONAI_BACKBONES[model]} backbone, seed {seed}, {minutes:g} min)")
         spent = {"minutes_spent": float(minutes)}
     else:
         spent = train_project(task_dir, root, model, seed, fold, minutes, work / "schedules.json", threads)

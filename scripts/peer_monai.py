@@ -46,12 +46,19 @@ What changes, and why (everything else is the tutorial's):
   object, as the tutorial's mask), a negative crop anywhere outside the objects' regions.
 - Precision on a CPU: float32 (autocast and the grad scaler on CUDA only); the network is not TorchScript-compiled
   (no change to any number).
+- Network size, only with ``--backbone plan`` (the default is the tutorial's): MONAI's ResNet and FPN at the sizes
+  of the plan's own network (its block type and blocks per stage, channels from the plan's start channels
+  doubling per stage up to its maximum, FPN and head width of the plan's FPN channels). On a CPU one step of the
+  tutorial's ResNet50-FPN costs about 20 steps of the planner's CPU network at the same patch and batch, so in
+  minutes it takes a handful of steps and finds nothing; at the plan's sizes the two recipes (anchors, ATSS,
+  sampler, losses, SGD schedule, augmentation against this project's) are compared at one capacity. The model
+  folder is then ``monai_retinanet_plansized_<plan>``.
 - Output: boxes mapped to the original images' index coordinates (:class:`retinaunet.coordinates.CaseCoordinates`)
   and written as ``rud_predict`` writes them (``<case>.json`` per case, ``predictions.csv``), each image
   preprocessed exactly as ``rud_predict`` preprocesses it.
 
 The trained network and a log (steps, seconds, validation mAP per check) go to
-``<task>/models/monai_retinanet_<plan>/fold<k>/``.
+``<task>/models/monai_retinanet_<plan>/fold<k>/`` (``monai_retinanet_plansized_<plan>`` with ``--backbone plan``).
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ SELECTOR = {"score_thresh": 0.02, "topk_candidates_per_level": 1000, "nms_thresh
 WINDOW_OVERLAP = 0.25
 UNSTRIDED_SPACING_RATIO = 1.5  # an axis this much coarser than the finest keeps stride 1 in the first convolution
 MODEL_NAME = "monai_retinanet"
+MODEL_NAMES = {"tutorial": MODEL_NAME, "plan": MODEL_NAME + "_plansized"}  # model folder per --backbone
 
 
 class PeerError(RuntimeError):
@@ -166,9 +174,11 @@ class LayerGetter(torch.nn.ModuleDict):
         return out
 
 
-def fpn_extractor(backbone: Any, dim: int, returned_layers: list[int]) -> torch.nn.Module:
+def fpn_extractor(backbone: Any, dim: int, returned_layers: list[int], layer_channels: Sequence[int],
+                  out_channels: int = 256) -> torch.nn.Module:
     """MONAI's ``resnet_fpn_feature_extractor(backbone, dim, pretrained_backbone=False, returned_layers=...)``:
-    every backbone layer trainable, an FPN of 256 channels over the returned layers plus a max-pooled level."""
+    every backbone layer trainable, an FPN of ``out_channels`` (the tutorial's 256) over the returned layers
+    (``layer_channels``: the output channels of layer 1, 2, ...) plus a max-pooled level."""
     from monai.networks.blocks.backbone_fpn_utils import BackboneWithFPN
     from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
@@ -176,11 +186,10 @@ def fpn_extractor(backbone: Any, dim: int, returned_layers: list[int]) -> torch.
         def __init__(self) -> None:
             torch.nn.Module.__init__(self)
             self.body = LayerGetter(backbone, {f"layer{k}": str(v) for v, k in enumerate(returned_layers)})
-            stage2 = backbone.in_planes // 8
             self.fpn = FeaturePyramidNetwork(spatial_dims=dim,
-                                             in_channels_list=[stage2 * 2 ** (i - 1) for i in returned_layers],
-                                             out_channels=256, extra_blocks=LastLevelMaxPool(dim))
-            self.out_channels = 256
+                                             in_channels_list=[layer_channels[i - 1] for i in returned_layers],
+                                             out_channels=out_channels, extra_blocks=LastLevelMaxPool(dim))
+            self.out_channels = out_channels
 
     return Extractor()
 
@@ -198,23 +207,48 @@ def bind_torchvision_names() -> None:
         retinanet_detector.BalancedPositiveNegativeSampler = type("BalancedPositiveNegativeSampler", (), {})
 
 
-def build_detector(plans: Any, device: torch.device) -> Any:
-    """The tutorial's RetinaNetDetector for the plan (channels, classes, dims, spacing)."""
+def backbone_spec(plans: Any, backbone: str) -> dict[str, Any]:
+    """The ResNet and FPN sizes: ``tutorial``, the tutorial's ResNet50 (bottleneck blocks 3-4-6-3 of 64-512 planes)
+    and FPN of 256 channels; ``plan``, the plan's own network sizes in MONAI's ResNet (its block type, blocks per
+    stage, channels from ``start_channels`` doubling per stage up to ``max_channels``, FPN of ``fpn_channels``)."""
+    from monai.networks.nets import resnet
+
+    if backbone == "tutorial":
+        block, layers, planes, fpn = resnet.ResNetBottleneck, [3, 4, 6, 3], list(resnet.get_inplanes()), 256
+    elif backbone == "plan":
+        net = plans.network
+        block = resnet.ResNetBottleneck if net.block == "bottleneck" else resnet.ResNetBlock
+        layers = (list(net.blocks_per_stage) + [net.blocks_per_stage[-1]] * 4)[:4]
+        planes = [min(net.start_channels * 2 ** k, net.max_channels) for k in range(4)]
+        fpn = net.fpn_channels
+        if fpn % 8:
+            raise PeerError(f"--backbone plan: the plan's fpn_channels ({fpn}) must be a multiple of 8 (MONAI's "
+                            "heads normalise in 8 groups); use --backbone tutorial")
+    else:
+        raise PeerError(f"--backbone {backbone}: choose tutorial or plan")
+    return {"block": block, "layers": layers, "planes": planes, "fpn_channels": fpn,
+            "layer_channels": [p * block.expansion for p in planes]}
+
+
+def build_detector(plans: Any, device: torch.device, backbone: str = "tutorial") -> Any:
+    """The tutorial's RetinaNetDetector for the plan (channels, classes, dims, spacing); ``backbone`` as
+    :func:`backbone_spec`."""
     from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
     from monai.apps.detection.networks.retinanet_network import RetinaNet
     from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
     from monai.networks.nets import resnet
 
+    spec = backbone_spec(plans, backbone)
     bind_torchvision_names()
     dim = plans.dim
     spacing = monai_spacing(plans.target_spacing)
     stride = conv1_stride(spacing)
     anchors = AnchorGeneratorWithAnchorShape(feature_map_scales=[2 ** k for k in range(len(RETURNED_LAYERS) + 1)],
                                              base_anchor_shapes=anchor_shapes(spacing))
-    backbone = resnet.ResNet(block=resnet.ResNetBottleneck, layers=[3, 4, 6, 3], block_inplanes=resnet.get_inplanes(),
-                             spatial_dims=dim, n_input_channels=plans.in_channels, conv1_t_stride=stride,
-                             conv1_t_size=[max(7, 2 * s + 1) for s in stride])
-    features = fpn_extractor(backbone, dim, list(RETURNED_LAYERS))
+    resnet_net = resnet.ResNet(block=spec["block"], layers=spec["layers"], block_inplanes=spec["planes"],
+                               spatial_dims=dim, n_input_channels=plans.in_channels, conv1_t_stride=stride,
+                               conv1_t_size=[max(7, 2 * s + 1) for s in stride])
+    features = fpn_extractor(resnet_net, dim, list(RETURNED_LAYERS), spec["layer_channels"], spec["fpn_channels"])
     divisible = [s * 2 * 2 ** max(RETURNED_LAYERS) for s in features.body.conv1.stride]
     net = RetinaNet(spatial_dims=dim, num_classes=plans.num_classes,
                     num_anchors=anchors.num_anchors_per_location()[0], feature_extractor=features,
@@ -473,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores not busy with other "
                                                               "work, as rud_train)")
+    p.add_argument("--backbone", choices=("tutorial", "plan"), default="tutorial",
+                   help="tutorial: its ResNet50-FPN; plan: MONAI's ResNet and FPN at the sizes of the plan's own "
+                        "network (the rest of the recipe unchanged), for budgets where the tutorial's network "
+                        "takes only a handful of steps")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction JSONs in the output")
     return p
 
@@ -523,15 +561,16 @@ def run(args: argparse.Namespace) -> Path:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    detector = build_detector(plans, device)
+    detector = build_detector(plans, device, args.backbone)
+    model_name = MODEL_NAMES[args.backbone]
     sampler = CropSampler(pre_dir, split["train"], plans, args.seed)
-    logger.info(f"MONAI RetinaNet on {paths.name} fold {args.fold}: {len(split['train'])} train, "
-                f"{len(split['val'])} val cases; patch {plans.patch_size} x {plans.batch_size}, {args.minutes:g} min "
-                f"on {device}")
+    logger.info(f"MONAI RetinaNet ({args.backbone} backbone) on {paths.name} fold {args.fold}: "
+                f"{len(split['train'])} train, {len(split['val'])} val cases; patch {plans.patch_size} x "
+                f"{plans.batch_size}, {args.minutes:g} min on {device}")
     state, log = train(detector, sampler, 60.0 * args.minutes, args.validations,
                        lambda det: validate(det, pre_dir, split["val"], plans, device), device)
     detector.network.load_state_dict(state)
-    model_dir = paths.model_dir(MODEL_NAME, plans.plan_name) / f"fold{args.fold}"
+    model_dir = paths.model_dir(model_name, plans.plan_name) / f"fold{args.fold}"
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "plan": plans.plan_name, "fold": args.fold, "seed": args.seed},
                model_dir / "model_best.pt")
@@ -540,8 +579,8 @@ def run(args: argparse.Namespace) -> Path:
                model_dir / "training_log.json")
 
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"settings": {"model": MODEL_NAME, "model_folder": str(model_dir), "minutes": args.minutes,
-                             "fold": args.fold, "seed": args.seed, **SELECTOR}}
+    settings = {"settings": {"model": model_name, "backbone": args.backbone, "model_folder": str(model_dir),
+                             "minutes": args.minutes, "fold": args.fold, "seed": args.seed, **SELECTOR}}
     for name in tqdm(list(cases), desc="predicting", unit="case"):
         images, geometry = read_case(cases[name])
         data, _, props = preprocess_case(images, geometry, plans, case=name)

@@ -100,3 +100,44 @@ def test_peer_trains_and_writes_jsons_that_rud_evaluate_reads(tmp_path):
     assert (tmp_path / "peer" / "metrics.json").is_file() or "mAP" in proc.stdout
     proc = run(sys.executable, str(ROOT / "scripts" / "peer_monai.py"), "-t", "104", "--minutes", "0.01", "-o", "peer")
     assert proc.returncode == 1 and "--overwrite" in proc.stderr  # existing outputs are never replaced silently
+    proc = run(sys.executable, str(ROOT / "scripts" / "peer_monai.py"), "-t", "104", "--minutes", "0.01",
+               "--validations", "1", "--backbone", "plan", "-o", "peer_plan")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = json.loads((tmp_path / "data" / "Task104_ToySpheres" / "models" / "monai_retinanet_plansized_3d" / "fold0" /
+                      "training_log.json").read_text())
+    assert log["steps"] >= 1 and 0.0 <= log["checks"][-1]["val_map"] <= 1.0  # validated once, its own folder
+    doc = json.loads(next((tmp_path / "peer_plan").glob("case_*.json")).read_text())
+    assert doc["settings"]["backbone"] == "plan" and doc["settings"]["model"] == "monai_retinanet_plansized"
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_plan_sized_backbone_has_the_plans_widths_and_trains(dim):
+    import torch
+
+    from retinaunet.plans import make_test_plans
+
+    plans = make_test_plans(dim=dim, patch_size=[16, 32, 32] if dim == 3 else [64, 64])
+    net = plans.network
+    spec_plan = peer.backbone_spec(plans, "plan")
+    assert spec_plan["planes"] == [min(net.start_channels * 2 ** k, net.max_channels) for k in range(4)]
+    assert spec_plan["fpn_channels"] == net.fpn_channels and len(spec_plan["layers"]) == 4
+    torch.manual_seed(0)
+    small = peer.build_detector(plans, torch.device("cpu"), "plan")
+    tutorial = peer.build_detector(plans, torch.device("cpu"), "tutorial")
+    count = lambda det: sum(p.numel() for p in det.network.parameters())  # noqa: E731
+    assert count(small) * 50 < count(tutorial)  # a CPU-sized network, not the ResNet50-FPN
+    fpn = small.network.feature_extractor.fpn
+    assert [b.in_channels for b in fpn.inner_blocks] == [spec_plan["layer_channels"][i - 1]
+                                                           for i in peer.RETURNED_LAYERS]
+    shape = plans.patch_size
+    image = torch.randn(1, *peer.to_monai_image(np.zeros((1, *shape))).shape[1:])
+    box = peer.to_monai_boxes(np.array([[2.0, 8, 8, 10, 20, 20] if dim == 3 else [8.0, 8, 30, 30]]))
+    small.train()
+    losses = small([image], [{"boxes": torch.as_tensor(box, dtype=torch.float32),
+                              "labels": torch.zeros(1, dtype=torch.long)}])
+    loss = losses[small.cls_key] + losses[small.box_reg_key]
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0
+                                        for p in small.network.parameters())
+    with pytest.raises(peer.PeerError, match="tutorial or plan"):
+        peer.backbone_spec(plans, "resnet18")
