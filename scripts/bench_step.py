@@ -8,6 +8,8 @@ candidate passes) and as a worst case with decode_min_score 0 (pre_nms_top_k can
 
     python scripts/bench_step.py                      # both configs, CPU (or CUDA when available)
     python scripts/bench_step.py --only 2d --reps 5 --device cuda --net paper
+    python scripts/bench_step.py --plans $RUD_DATA/Task110_ToyNodules/plans.json --model retina_unet retina_net
+                                                      # a task's planned network, patch and batch, per model
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -119,11 +122,11 @@ def one_step(det, images, boxes, labels, seg, patch_size: list[int], timer: Time
     return anchors.shape[0]
 
 
-def bench(dim: int, patch_size: list[int], batch: int, net: str, reps: int, objects: int,
-          device: torch.device) -> dict[str, float]:
+def bench(plans: Plans, batch: int, reps: int, objects: int, device: torch.device,
+          model: str = "retina_unet") -> dict[str, float]:
     torch.manual_seed(0)
-    plans = make_plans(dim, patch_size, net)
-    det = build_model("retina_unet", plans).to(device)
+    patch_size = list(plans.patch_size)
+    det = build_model(model, plans).to(device)
     images, boxes, labels, seg = make_batch(plans, batch, objects, device)
     rows: dict[str, list[float]] = {}
     for rep in range(reps + 1):  # the first repetition warms up and is dropped
@@ -148,21 +151,32 @@ def main() -> None:
     p.add_argument("--objects", type=int, default=3, help="objects per patch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--plans", default=None, help="a task's plans.json: its default plan's network, patch and batch "
+                                                  "instead of the built-in configs")
+    p.add_argument("--model", nargs="+", default=["retina_unet"],
+                   help="detectors to time (retina_unet, retina_net, det_unet: the one-stage models)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    names = [args.only] if args.only else list(CONFIGS)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, net {args.net}, "
-          f"reps {args.reps}, {args.objects} objects per patch")
-    for name in names:
-        cfg = CONFIGS[name]
-        plans = make_plans(cfg["dim"], cfg["patch_size"], args.net)
+    if args.plans:
+        from retinaunet.plans import load_plans
+
+        planned = load_plans(args.plans)
+        runs = [(f"{Path(args.plans).parent.name} {planned.plan_name}, {m}", planned, planned.batch_size, m)
+                for m in args.model]
+    else:
+        runs = [(name, make_plans(CONFIGS[name]["dim"], CONFIGS[name]["patch_size"], args.net),
+                 CONFIGS[name]["batch"], m) for name in ([args.only] if args.only else list(CONFIGS))
+                for m in args.model]
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, net "
+          f"{'planned' if args.plans else args.net}, reps {args.reps}, {args.objects} objects per patch")
+    for name, plans, batch, model in runs:
         n = plans.network
-        print(f"\n[{name}] patch {cfg['patch_size']} batch {cfg['batch']}: block {n.block} "
+        print(f"\n[{name}] patch {list(plans.patch_size)} batch {batch}: block {n.block} "
               f"{n.blocks_per_stage}, start {n.start_channels}, max {n.max_channels}, "
               f"fpn {n.fpn_channels}, head {n.head_channels}x{n.head_convs}, strides {n.strides}")
-        r = bench(cfg["dim"], cfg["patch_size"], cfg["batch"], args.net, args.reps, args.objects, device)
+        r = bench(plans, batch, args.reps, args.objects, device, model)
         print(f"anchors per patch: {int(r['num_anchors'])}")
         print(f"{'part':<28}{'ms':>10}{'share':>10}")
         for key, label in [("forward", "network forward"), ("backward", "network backward"),

@@ -138,8 +138,8 @@ def step(size: str) -> list[Row]:
     configs = {"tiny": {"2d": dict(dim=2, patch_size=[64, 64], batch=2)}}.get(size, bench_step.CONFIGS)
     for name in (["2d"] if size in ("tiny", "quick") else ["2d", "3d"]):
         cfg = configs[name]
-        r = bench_step.bench(cfg["dim"], cfg["patch_size"], cfg["batch"], "small", 3 if size == "full" else 1, 3,
-                             torch.device("cpu"))
+        r = bench_step.bench(bench_step.make_plans(cfg["dim"], cfg["patch_size"], "small"), cfg["batch"],
+                             3 if size == "full" else 1, 3, torch.device("cpu"))
         net = r["forward"] + r["backward"]
         patch = " x ".join(map(str, cfg["patch_size"]))
         rows.append(Row("step", f"training step {name.upper()} {patch} x {cfg['batch']}, small network",

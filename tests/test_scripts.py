@@ -87,6 +87,17 @@ def test_benchmark_tiny_runs_every_row(tmp_path):
     assert (tmp_path / "bench.json").is_file()
 
 
+def test_bench_step_times_a_tasks_planned_network_per_model(tmp_path):
+    from retinaunet.plans import make_test_plans, save_plans
+
+    save_plans(make_test_plans(dim=2, patch_size=[64, 64]), tmp_path / "plans.json")
+    out = run([PY, "scripts/bench_step.py", "--plans", str(tmp_path / "plans.json"), "--model", "retina_unet",
+               "retina_net", "--reps", "1"])
+    for model in ("retina_unet", "retina_net"):
+        assert f"{model}] patch [64, 64] batch" in out, out
+    assert out.count("training step") == 2
+
+
 @pytest.mark.parametrize("args, expect", [
     (["bench_boxes.py", "--sizes", "50", "--iou-cols", "50", "--ref-rows", "5"], "NMS"),
     (["bench_wbc.py", "--cases", "1", "--repeats", "1"], "numba"),
