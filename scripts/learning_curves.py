@@ -14,8 +14,10 @@ How the budgets are spent:
 - Retina U-Net, Retina Net: one run per seed, extended budget by budget (``rud_train --resume --epochs K``:
   Adam carries on at the plan's constant learning rate, so the 20-minute network is the 5-minute one trained
   on). The first budget's schedule comes from one measured training step of the model
-  (``planning/schedule.py``, as ``rud_plan --train-minutes``); the batches per epoch stay, and a later budget
-  gets its epochs from the seconds per epoch the run has measured so far. The end-of-training sweep runs as
+  (``planning/schedule.py``, as ``rud_plan --train-minutes``) and sets the batches per epoch; a new run then
+  trains one epoch, and each budget gets the epochs that fill it at the seconds per epoch the run has measured
+  so far (a step measured beside another job once gave 2.5x its time in training, and sized a 5-minute budget
+  at 2.1 minutes). The end-of-training sweep runs as
   in any ``rud_train``; the fold's own test prediction is skipped (``--no-test``).
 - MONAI's RetinaNet, twice: ``monai`` with the tutorial's ResNet50-FPN, and ``monai_plan`` with MONAI's ResNet and
   FPN at the sizes of the plan's own network (``peer_monai.py --backbone plan``; the rest of the recipe is the
@@ -133,38 +135,35 @@ def first_schedule(plans, model: str, minutes: float, threads: int | None) -> tu
 
 def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, minutes: float,
                   schedule_file: Path, threads: int | None) -> dict:
-    """Train (or extend) the seed's run of ``model`` to ``minutes``; returns what it spent. The first budget's
-    schedule is measured once and kept in ``schedule_file`` (a rerun after an interruption uses the same)."""
+    """Train (or extend) the seed's run of ``model`` to ``minutes``; returns what it spent.
+
+    The epoch length (batches per epoch) comes from one measured step, once per model and seed, kept in
+    ``schedule_file``. The number of epochs comes from the run itself: a new run trains one epoch first (no sweep),
+    then every budget gets the epochs that fill it at the seconds per epoch the run has measured so far. So a step
+    measured slow or fast (another job beside it, costs the measured step leaves out) does not size the budget."""
     from retinaunet.plans import load_plans
 
     plans = load_plans(task_dir / "plans.json")
     fold_dir = root / "models" / f"{model}_{plans.plan_name}" / f"fold{fold}"
-    state = _last_state(fold_dir)
     schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else {}
     key = f"{model}_s{seed}"
     if key not in schedule:
         epochs, batches, step = first_schedule(plans, model, minutes, threads)
-        schedule[key] = {"epochs": epochs, "batches": batches, "step_seconds": step, "first_minutes": minutes}
+        schedule[key] = {"estimated_epochs": epochs, "batches": batches, "step_seconds": step,
+                         "first_minutes": minutes}
         write_json(schedule, schedule_file)
-    first = schedule[key]
-    batches = int(first["batches"])
-    if minutes == first["first_minutes"]:
-        epochs = int(first["epochs"])
-    else:
-        if not state:
-            raise CurveError(f"{fold_dir}: no run to extend to {minutes:g} min; its first budget "
-                             f"({first['first_minutes']:g} min) comes first")
-        epochs = epochs_for(minutes, state["history"])
-    if state and state["epoch"] >= epochs and (fold_dir / "sweep.json").is_file():
-        pass  # this budget's training is done (an interrupted cell stopped after it)
-    else:
-        cmd = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", model, "--seed", str(seed),
-               "--epochs", str(epochs), "--no-test", "--workers", "0"]
-        if state:
-            cmd.append("--resume")
-        else:
-            cmd += ["--batches-per-epoch", str(batches), "--force"]
-        _run(cmd, root.parent, threads, f"rud_train ({model}, seed {seed}, {minutes:g} min)")
+    batches = int(schedule[key]["batches"])
+    base = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", model, "--seed", str(seed),
+            "--no-test", "--workers", "0"]
+    state = _last_state(fold_dir)
+    if not state:  # a new run: one epoch measures what an epoch costs in training
+        _run(base + ["--epochs", "1", "--batches-per-epoch", str(batches), "--force", "--no-sweep"], root.parent,
+             threads, f"rud_train ({model}, seed {seed}, first epoch)")
+        state = _last_state(fold_dir)
+    epochs = epochs_for(minutes, state["history"])
+    if not (state["epoch"] >= epochs and (fold_dir / "sweep.json").is_file()):  # else: done before an interruption
+        _run(base + ["--epochs", str(epochs), "--resume"], root.parent, threads,
+             f"rud_train ({model}, seed {seed}, {minutes:g} min)")
         state = _last_state(fold_dir)
     return {"epochs": state["epoch"], "batches_per_epoch": batches,
             "minutes_spent": round(trained_seconds(state["history"]) / 60.0, 3)}
