@@ -40,12 +40,12 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
                  "--hole-radius", "2", "--quiet"], ["rud_plan", "-t", "101"],
                 ["rud_preprocess", "-t", "101", "--workers", "0"]):
         assert run(str(BIN / cmd[0]), *cmd[1:]).returncode == 0, cmd
-    args = [sys.executable, str(SCRIPT), "-t", "101", "--minutes", "0.01", "0.03", "--seeds", "0",
+    args = [sys.executable, str(SCRIPT), "-t", "101", "--minutes", "0.01", "0.3", "--seeds", "0",
             "--models", "retina_unet", "--threads", "1", "-o", "out"]
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     work = tmp_path / "data" / "Task101_ToyShapes" / "learning_curves"
-    short, longer = (json.loads((work / "cells" / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.03"))
+    short, longer = (json.loads((work / "cells" / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.3"))
     assert longer["epochs"] > short["epochs"] and longer["batches_per_epoch"] == short["batches_per_epoch"]
     assert longer["minutes_spent"] > short["minutes_spent"] > 0
     for cell in (short, longer):
@@ -54,7 +54,7 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     assert (seed_models / "retina_unet_2d" / "fold0" / "checkpoint_last.pt").is_file()
     assert not (tmp_path / "data" / "Task101_ToyShapes" / "models").exists()  # the task's own models untouched
     table = (tmp_path / "out" / "learning_curves.md").read_text()
-    assert "| Retina U-Net | 0.01 | 1 |" in table and "| Retina U-Net | 0.03 | 1 |" in table
+    assert "| Retina U-Net | 0.01 | 1 |" in table and "| Retina U-Net | 0.3 | 1 |" in table
     assert len((tmp_path / "out" / "learning_curves.csv").read_text().splitlines()) == 3
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 0
     proc = run(*args)  # finished cells are skipped
