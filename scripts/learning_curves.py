@@ -105,7 +105,7 @@ def _last_state(fold_dir: Path) -> dict | None:
         return None
     import torch
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return {"epoch": int(state["epoch"]), "history": state.get("history", []), "plans": state.get("plans")}
+    return {"epoch": int(state["epoch"]), "history": state.get("history", [])}
 
 
 def trained_seconds(history: list[dict]) -> float:
