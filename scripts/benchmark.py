@@ -194,9 +194,9 @@ def inference(size: str) -> list[Row]:
     patch = [16, 32, 32] if size == "tiny" else None
     plain = bench_inference.run_config(shape, mirror=False, keep_seg=True, patch=patch)
     mirrored = bench_inference.run_config(shape, mirror=True, keep_seg=True, patch=patch)
-    size = " x ".join(map(str, shape))
+    extent = " x ".join(map(str, shape))
     for label, r, base in (("no mirroring", plain, None), ("8 mirrored views", mirrored, plain)):
-        rows.append(Row("inference", f"whole case {size}, demo network, {label}, boxes + seg", r["seconds"], "s",
+        rows.append(Row("inference", f"whole case {extent}, demo network, {label}, boxes + seg", r["seconds"], "s",
                         "the same without mirroring" if base else "", base["seconds"] if base else None,
                         r["seconds"] / base["seconds"] if base else None, "x the baseline's time",
                         f"{r['tiles']} tiles; peak RSS {r['maxrss_mb']:.0f} MB"))
