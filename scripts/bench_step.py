@@ -10,6 +10,12 @@ candidate passes) and as a worst case with decode_min_score 0 (pre_nms_top_k can
     python scripts/bench_step.py --only 2d --reps 5 --device cuda --net paper
     python scripts/bench_step.py --plans $RUD_DATA/Task110_ToyNodules/plans.json --model retina_unet retina_net
                                                       # a task's planned network, patch and batch, per model
+    python scripts/bench_step.py --plans $RUD_DATA/Task110_ToyNodules/plans.json --by-layer 12
+                                                      # and the 12 costliest convolutions of a training step
+
+--by-layer profiles the timed training steps (torch.profiler) and sums each convolution's own time, forward and
+backward, per feature-map grid and weight shape: the layers where a step's time goes, for deciding what to make
+cheaper (a head level, a decoder stage, the anchors per position that set a head's output channels).
 """
 
 from __future__ import annotations
@@ -91,8 +97,8 @@ def decode_batch(det, probs: torch.Tensor, deltas: torch.Tensor, anchors: torch.
     return [det.postprocess(probs[b], deltas[b].float(), anchors, shape) for b in range(probs.shape[0])]
 
 
-def one_step(det, images, boxes, labels, seg, patch_size: list[int], timer: Timer) -> int:
-    """One timed training step and one timed inference pass; returns the number of anchors."""
+def one_step(det, images, boxes, labels, seg, patch_size: list[int], timer: Timer, infer: bool = True) -> int:
+    """One timed training step and (``infer``) one timed inference pass; returns the number of anchors."""
     det.train()
     det.zero_grad(set_to_none=True)
     with timer("forward"):
@@ -108,6 +114,8 @@ def one_step(det, images, boxes, labels, seg, patch_size: list[int], timer: Time
         total = sum(det.loss_weight(k) * v for k, v in terms.items())
     with timer("backward"):
         total.backward()
+    if not infer:
+        return anchors.shape[0]
     det.eval()
     with torch.no_grad():
         with timer("infer_forward"):
@@ -122,8 +130,35 @@ def one_step(det, images, boxes, labels, seg, patch_size: list[int], timer: Time
     return anchors.shape[0]
 
 
+def conv_costs(det, images, boxes, labels, seg, patch_size: list[int], reps: int) -> tuple[list[dict], float]:
+    """Own CPU time per training step of every convolution, summed per (grid, weight shape), forward and backward,
+    costliest first; and the step's whole own CPU time. From ``reps`` profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(reps):
+            one_step(det, images, boxes, labels, seg, patch_size, Timer(images.device), infer=False)
+    layers: dict[tuple, dict] = {}
+    total = 0.0
+    for ev in prof.key_averages(group_by_input_shape=True):
+        own = ev.self_cpu_time_total / 1e3 / reps  # ms per step
+        total += own
+        if "convolution" not in ev.key or own <= 0:
+            continue
+        backward = "backward" in ev.key
+        shapes = [list(s) for s in ev.input_shapes]
+        x, w = (shapes[1], shapes[2]) if backward else (shapes[0], shapes[1])
+        if len(x) < 3 or len(w) < 3:
+            continue
+        row = layers.setdefault((tuple(x[2:]), tuple(w)), {"grid": x[2:], "weight": w, "forward": 0.0,
+                                                           "backward": 0.0})
+        row["backward" if backward else "forward"] += own
+    rows = sorted(layers.values(), key=lambda r: -(r["forward"] + r["backward"]))
+    return rows, total
+
+
 def bench(plans: Plans, batch: int, reps: int, objects: int, device: torch.device,
-          model: str = "retina_unet") -> dict[str, float]:
+          model: str = "retina_unet", by_layer: int = 0) -> dict[str, float]:
     torch.manual_seed(0)
     patch_size = list(plans.patch_size)
     det = build_model(model, plans).to(device)
@@ -138,6 +173,8 @@ def bench(plans: Plans, batch: int, reps: int, objects: int, device: torch.devic
     med = {k: statistics.median(v) for k, v in rows.items()}
     med["step"] = sum(med[k] for k in ("forward", "anchors", "matching", "loss", "backward"))
     med["num_anchors"] = float(num_anchors)
+    if by_layer:
+        med["layers"], med["profiled_ms"] = conv_costs(det, images, boxes, labels, seg, patch_size, reps)
     return med
 
 
@@ -155,6 +192,8 @@ def main() -> None:
                                                   "instead of the built-in configs")
     p.add_argument("--model", nargs="+", default=["retina_unet"],
                    help="detectors to time (retina_unet, retina_net, det_unet: the one-stage models)")
+    p.add_argument("--by-layer", type=int, default=0, metavar="N",
+                   help="also profile the training steps and list the N costliest convolutions (grid, weight)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -176,7 +215,7 @@ def main() -> None:
         print(f"\n[{name}] patch {list(plans.patch_size)} batch {batch}: block {n.block} "
               f"{n.blocks_per_stage}, start {n.start_channels}, max {n.max_channels}, "
               f"fpn {n.fpn_channels}, head {n.head_channels}x{n.head_convs}, strides {n.strides}")
-        r = bench(plans, batch, args.reps, args.objects, device, model)
+        r = bench(plans, batch, args.reps, args.objects, device, model, args.by_layer)
         print(f"anchors per patch: {int(r['num_anchors'])}")
         print(f"{'part':<28}{'ms':>10}{'share':>10}")
         for key, label in [("forward", "network forward"), ("backward", "network backward"),
@@ -191,6 +230,23 @@ def main() -> None:
             share = r[key] / (r["infer_forward"] + r[key])
             print(f"{label:<28}{1000 * r[key]:>10.1f}{100 * share:>9.1f}%  of inference "
                   f"(forward {1000 * r['infer_forward']:.1f} ms)")
+        if args.by_layer:
+            print_layers(r["layers"], r["profiled_ms"], args.by_layer)
+
+
+def print_layers(layers: list[dict], total_ms: float, top: int) -> None:
+    """The ``top`` costliest convolutions of a profiled step, and what all convolutions take."""
+    conv = sum(r["forward"] + r["backward"] for r in layers)
+    print(f"convolutions, own CPU time in a profiled step (all of it {total_ms:.1f} ms, "
+          f"all convolutions {conv:.1f} ms = {100 * conv / max(total_ms, 1e-9):.1f}%):")
+    print(f"{'grid':<18}{'weight (out, in, kernel)':<26}{'forward ms':>11}{'backward ms':>12}{'share':>8}")
+    for r in layers[:top]:
+        grid = " x ".join(map(str, r["grid"]))
+        out_c, in_c, *kernel = r["weight"]
+        weight = f"{out_c} <- {in_c}, {'x'.join(map(str, kernel))}"
+        both = r["forward"] + r["backward"]
+        print(f"{grid:<18}{weight:<26}{r['forward']:>11.1f}{r['backward']:>12.1f}"
+              f"{100 * both / max(total_ms, 1e-9):>7.1f}%")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ refactor of the package did not leave a benchmark, the demo or a study script br
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,10 +93,14 @@ def test_bench_step_times_a_tasks_planned_network_per_model(tmp_path):
 
     save_plans(make_test_plans(dim=2, patch_size=[64, 64]), tmp_path / "plans.json")
     out = run([PY, "scripts/bench_step.py", "--plans", str(tmp_path / "plans.json"), "--model", "retina_unet",
-               "retina_net", "--reps", "1"])
+               "retina_net", "--reps", "1", "--by-layer", "4"])
     for model in ("retina_unet", "retina_net"):
         assert f"{model}] patch [64, 64] batch" in out, out
     assert out.count("training step") == 2
+    shares = [float(m) for m in re.findall(r"all convolutions [0-9.]+ ms = ([0-9.]+)%", out)]
+    assert len(shares) == 2 and all(0 < v <= 100 for v in shares), out  # convolutions are part of the step
+    rows = [ln for ln in out.splitlines() if re.match(r"^\d+ x \d+ +\d+ <- \d+, \d+x\d+", ln)]
+    assert len(rows) == 8, out  # the 4 costliest per model, each a 2D grid and a 2D kernel
 
 
 @pytest.mark.parametrize("args, expect", [
