@@ -30,9 +30,10 @@ How the budgets are spent:
 
 Every seed has a root of its own (``<work>/seed<s>/<task>/``) that links the task's raw data, plans, splits and
 preprocessed cases and holds its own ``models/`` and predictions, so no two seeds share a network and the split
-is the same for all. Resumable: a finished cell (model, seed, budget) is ``<work>/cells/<key>.json``; a rerun
-skips it, and a ``rud_train`` run interrupted mid-budget resumes from its last checkpoint. After every cell
-``learning_curves.csv``, ``.md`` and ``.png`` are rewritten in ``-o``.
+is the same for all. Cells run budget by budget (all seeds and models at 5 minutes before any at 20), so a
+campaign stopped part-way leaves whole points. Resumable: a finished cell (model, seed, budget) is
+``<work>/cells/<key>.json``; a rerun skips it, and a ``rud_train`` run interrupted mid-budget resumes from its
+last checkpoint. After every cell ``learning_curves.csv``, ``.md`` and ``.png`` are rewritten in ``-o``.
 
 Timed work: run it alone on the machine (another job beside it changes how many steps a minute holds).
 """
@@ -208,8 +209,10 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
 
 
 def cell_order(models: list[str], seeds: list[int], budgets: list[float]) -> list[tuple[int, str, float]]:
-    """(seed, model, minutes): seed by seed, each model's budgets in rising order (a project run is extended)."""
-    return [(s, m, b) for s in seeds for m in models for b in sorted(budgets)]
+    """(seed, model, minutes), budget by budget in rising order, then seed by seed, then model: every model and
+    seed reaches a budget before any goes on to the next, so a campaign stopped part-way (it spans days on a
+    CPU) leaves whole points with all their seeds. A project run is extended from its last budget later."""
+    return [(s, m, b) for b in sorted(budgets) for s in seeds for m in models]
 
 
 # ----------------------------------------------------------------------------------------------- report

@@ -23,7 +23,8 @@ def test_a_later_budget_gets_epochs_from_the_measured_seconds():
     assert curves.epochs_for(5.0, history) == 10
     assert curves.epochs_for(0.1, history) == 2  # never fewer than the run has trained
     order = curves.cell_order(["retina_unet", "monai"], [0, 1], [20.0, 5.0])
-    assert order[:2] == [(0, "retina_unet", 5.0), (0, "retina_unet", 20.0)] and len(order) == 8
+    assert order[:4] == [(0, "retina_unet", 5.0), (0, "monai", 5.0), (1, "retina_unet", 5.0), (1, "monai", 5.0)]
+    assert [b for _, _, b in order] == [5.0] * 4 + [20.0] * 4  # every seed and model at a budget before the next
 
 
 def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
