@@ -8,6 +8,8 @@ bucket (``rud_evaluate``'s buckets, by axial diameter in mm).
 
     python scripts/learning_curves.py -t 110 --minutes 5 20 60 --seeds 0 1 2 -o docs/learning_curves/nodules
     python scripts/learning_curves.py -t 110 ... --report-only          # table and figure from finished cells
+    python scripts/learning_curves.py -t 110 104 --minutes 5 20 60 --seeds 0 1 2 -o docs/learning_curves
+                                     # two tasks, each budget on both before the next; a figure of both
 
 How the budgets are spent:
 
@@ -208,11 +210,15 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def cell_order(models: list[str], seeds: list[int], budgets: list[float]) -> list[tuple[int, str, float]]:
+def cell_order(models: list[str], seeds: list[int], budgets: list[float],
+               tasks: int = 1) -> list[tuple[int, str, float]] | list[tuple[int, int, str, float]]:
     """(seed, model, minutes), budget by budget in rising order, then seed by seed, then model: every model and
     seed reaches a budget before any goes on to the next, so a campaign stopped part-way (it spans days on a
-    CPU) leaves whole points with all their seeds. A project run is extended from its last budget later."""
-    return [(s, m, b) for b in sorted(budgets) for s in seeds for m in models]
+    CPU) leaves whole points with all their seeds. A project run is extended from its last budget later.
+    With ``tasks`` > 1: (task index, seed, model, minutes), every task at a budget before the next budget."""
+    if tasks == 1:
+        return [(s, m, b) for b in sorted(budgets) for s in seeds for m in models]
+    return [(t, s, m, b) for b in sorted(budgets) for t in range(tasks) for s in seeds for m in models]
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -260,16 +266,16 @@ def markdown_table(cells: list[dict], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(cells: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _panels(cells: list[dict]) -> list[tuple[str, object]]:
     panels = [("mAP@0.1", lambda c: c["map"]), ("CPM", lambda c: c["cpm"])]
-    panels += [(f"AP@0.1, {b} mm", lambda c, b=b: c["by_size"].get(b)) for b in buckets_with_objects(cells)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharey=True)
+    return panels + [(f"AP@0.1, {b} mm", lambda c, b=b: c["by_size"].get(b)) for b in buckets_with_objects(cells)]
+
+
+def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
+    """One task's panels (mAP, CPM, each size bucket) into ``axes``: the mean over seeds per budget as a line,
+    the min-max band and every seed's point at the minutes it spent."""
     budgets = sorted({c["minutes"] for c in cells})
-    for ax, (name, get) in zip(np.atleast_1d(axes), panels):
+    for ax, (name, get) in zip(axes, _panels(cells)):
         for model in MODELS:
             mine = [c for c in cells if c["model"] == model and get(c) is not None]
             if not mine:
@@ -282,14 +288,30 @@ def plot(cells: list[dict], path: Path, title: str) -> None:
             ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], color=COLORS[model], s=8,
                        alpha=0.5)
         ax.set_xscale("log")
+        spent = [c["minutes_spent"] for c in cells] + budgets
+        ax.set_xlim(min(spent) / 1.5, max(spent) * 1.5)  # a single budget gets a readable span too
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
         ax.minorticks_off()
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name if label is None else f"{label}: {name}", fontsize=9)
         ax.set_xlabel("minutes of training")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("held-out score")
-    np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=7)
+    axes[0].set_ylabel("held-out score")
+    axes[0].legend(loc="upper left", fontsize=7)
+
+
+def plot(rows: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
+    """One row of panels per task (``rows``: (task, its cells)), written atomically to ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = max(len(_panels(cells)) for _, cells in rows)
+    fig, axes = plt.subplots(len(rows), width, figsize=(3.6 * width, 3.4 * len(rows)), sharey=True, squeeze=False)
+    for r, (task, cells) in enumerate(rows):
+        _draw_row(axes[r], cells, task if len(rows) > 1 else None)
+        for ax in axes[r][len(_panels(cells)):]:
+            ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
@@ -312,15 +334,29 @@ def write_report(cells_dir: Path, out: Path, task: str) -> None:
         for c in sorted(cells, key=lambda c: (MODELS.index(c["model"]), c["minutes"], c["seed"])):
             w.writerow({**c, **{f"ap_{b}": c["by_size"].get(b) for b in buckets}})
     (out / "learning_curves.md").write_text(markdown_table(cells, task))
-    plot(cells, out / "learning_curves.png",
+    plot([(task, cells)], out / "learning_curves.png",
          f"{task}: held-out scores against minutes of training; line: mean over seeds, band: min-max")
+
+
+def write_combined(tasks: list[tuple[str, Path]], out: Path) -> None:
+    """With several tasks: ``out/learning_curves.md`` (every task's table) and ``.png`` (a row per task)."""
+    rows = [(task, cells) for task, cells_dir in tasks if (cells := load_cells(cells_dir))]
+    if not rows:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(markdown_table(cells, task) for task, cells in rows)
+    (out / "learning_curves.md").write_text(text)
+    plot(rows, out / "learning_curves.png",
+         "held-out scores against minutes of training; line: mean over seeds, band: min-max, dots: seeds")
 
 
 # ------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-t", "--task", required=True, help="task number or name (under $RUD_DATA), preprocessed")
+    p.add_argument("-t", "--task", required=True, nargs="+",
+                   help="task number(s) or name(s) (under $RUD_DATA), preprocessed; with several, every task runs "
+                        "each budget before the next, -o gets a folder per task and a figure of all")
     p.add_argument("--minutes", type=float, nargs="+", default=[5.0, 20.0, 60.0], help="training budgets")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -328,8 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-i", "--images", type=Path, default=None, help="held-out images (default: imagesTs)")
     p.add_argument("-l", "--labels", type=Path, default=None, help="their labels (default: labelsTs)")
     p.add_argument("--work", type=Path, default=None,
-                   help="seed roots and finished cells (default: <task>/learning_curves)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="folder for learning_curves.csv/.md/.png")
+                   help="seed roots and finished cells (default: <task>/learning_curves; with several tasks "
+                        "<work>/<task>)")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="folder for learning_curves.csv/.md/.png (with several tasks: <out>/<task>/ and the "
+                        "combined learning_curves.md/.png in <out>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of every stage (default: as rud_train)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the table and the figure")
     args = p.parse_args(argv)
@@ -337,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     from retinaunet.cli_errors import run_command
     from retinaunet.layout import TaskPaths
 
-    def go() -> None:
-        paths = TaskPaths.from_task(args.task)
+    def prepare(task: str):
+        paths = TaskPaths.from_task(task)
         if not paths.plans.is_file():
             raise CurveError(f"{paths.plans}: not found; run rud_plan -t {paths.name} and rud_preprocess first")
         if not paths.splits.is_file():  # the folds rud_train would make, written once for every seed and model
@@ -350,32 +389,55 @@ def main(argv: list[str] | None = None) -> int:
             if not classes:
                 raise CurveError(f"{paths.root}: no preprocessed cases; run rud_preprocess -t {paths.name}")
             load_or_create_splits(paths, classes)
+        if args.work is None:
+            work = paths.root / "learning_curves"
+        else:
+            work = args.work if len(args.task) == 1 else args.work / paths.name
+        images, labels = args.images or paths.images_ts, args.labels or paths.labels_ts
+        out = args.out if len(args.task) == 1 else args.out / paths.name
+        return paths, work.resolve(), Path(images), Path(labels), out
+
+    def go() -> None:
         if min(args.minutes) <= 0:
             raise CurveError(f"--minutes must be positive, got {args.minutes}")
-        work = (args.work or paths.root / "learning_curves").resolve()
-        cells_dir = work / "cells"
-        cells_dir.mkdir(parents=True, exist_ok=True)
+        if len(args.task) > 1 and (args.images or args.labels):
+            raise CurveError("-i/-l name one task's held-out images; with several tasks each uses its imagesTs and "
+                             "labelsTs (run one task per command to pass other folders)")
+        tasks = [prepare(t) for t in args.task]
+        for _, work, _, _, _ in tasks:
+            (work / "cells").mkdir(parents=True, exist_ok=True)
+
+        def report(index: int | None = None) -> None:
+            for k, (paths, work, _, _, out) in enumerate(tasks):
+                if index is None or k == index:
+                    write_report(work / "cells", out, paths.name)
+            if len(tasks) > 1:
+                write_combined([(paths.name, work / "cells") for paths, work, _, _, _ in tasks], args.out)
+
         if args.report_only:
-            write_report(cells_dir, args.out, paths.name)
+            report()
             return
-        images, labels = args.images or paths.images_ts, args.labels or paths.labels_ts
-        for folder in (images, labels):
-            if not Path(folder).is_dir():
-                raise CurveError(f"{folder}: not a folder; pass the held-out images and labels with -i and -l")
-        order = cell_order(args.models, args.seeds, args.minutes)
-        todo = [c for c in order if not (cells_dir / f"{cell_key(c[1], c[0], c[2])}.json").exists()]
-        log(f"{paths.name}: {len(order)} cells, {len(order) - len(todo)} already done")
+        for paths, _, images, labels, _ in tasks:
+            for folder in (images, labels):
+                if not folder.is_dir():
+                    raise CurveError(f"{folder}: not a folder; pass {paths.name}'s held-out images and labels "
+                                     "with -i and -l")
+        order = [(0, *c) for c in cell_order(args.models, args.seeds, args.minutes)] if len(tasks) == 1 else \
+            cell_order(args.models, args.seeds, args.minutes, len(tasks))
+        todo = [c for c in order if not (tasks[c[0]][1] / "cells" / f"{cell_key(c[2], c[1], c[3])}.json").exists()]
+        names = ", ".join(paths.name for paths, *_ in tasks)
+        log(f"{names}: {len(order)} cells, {len(order) - len(todo)} already done")
         start = time.perf_counter()
-        for i, (seed, model, minutes) in enumerate(todo):
-            record = run_cell(paths.root, work, model, seed, args.fold, minutes, Path(images), Path(labels),
-                              args.threads)
-            write_json(record, cells_dir / f"{cell_key(model, seed, minutes)}.json")
-            write_report(cells_dir, args.out, paths.name)
+        for i, (t, seed, model, minutes) in enumerate(todo):
+            paths, work, images, labels, _ = tasks[t]
+            record = run_cell(paths.root, work, model, seed, args.fold, minutes, images, labels, args.threads)
+            write_json(record, work / "cells" / f"{cell_key(model, seed, minutes)}.json")
+            report(t)
             elapsed = time.perf_counter() - start
-            log(f"{i + 1}/{len(todo)} {cell_key(model, seed, minutes)}: mAP@0.1 {record['map'] or 0.0:.3f}, "
-                f"CPM {record['cpm'] or 0.0:.3f} ({record['minutes_spent']:.1f} min of training; "
-                f"{elapsed / 60:.1f} min so far)")
-        write_report(cells_dir, args.out, paths.name)
+            log(f"{i + 1}/{len(todo)} {paths.name} {cell_key(model, seed, minutes)}: mAP@0.1 "
+                f"{record['map'] or 0.0:.3f}, CPM {record['cpm'] or 0.0:.3f} ({record['minutes_spent']:.1f} min of "
+                f"training; {elapsed / 60:.1f} min so far)")
+        report()
         log(f"done: {args.out}")
 
     return run_command("learning_curves", go)

@@ -27,6 +27,43 @@ def test_a_later_budget_gets_epochs_from_the_measured_seconds():
     assert [b for _, _, b in order] == [5.0] * 4 + [20.0] * 4  # every seed and model at a budget before the next
 
 
+def _cell(model: str, seed: int, minutes: float, value: float) -> dict:
+    return {"model": model, "seed": seed, "minutes": minutes, "minutes_spent": minutes * 0.98, "fold": 0,
+            "map": value, "cpm": value, "by_size": {"<6": value / 2, "6-10": value}, "objects_by_size": {"<6": 3,
+            "6-10": 2}, "epochs": 2, "batches_per_epoch": 5, "wall_seconds": 1.0, "finished": "-"}
+
+
+def test_two_tasks_run_budget_by_budget_and_report_together(tmp_path, monkeypatch):
+    order = curves.cell_order(["retina_unet"], [0, 1], [20.0, 5.0], tasks=2)
+    assert [(t, b) for t, _, _, b in order] == [(0, 5.0), (0, 5.0), (1, 5.0), (1, 5.0),
+                                                (0, 20.0), (0, 20.0), (1, 20.0), (1, 20.0)]
+    from retinaunet.plans import make_test_plans, save_plans
+
+    data = tmp_path / "data"
+    for name in ("Task901_Nodes", "Task902_Balls"):
+        (data / name).mkdir(parents=True)
+        save_plans(make_test_plans(dim=3, patch_size=[16, 32, 32]), data / name / "plans.json")
+        (data / name / "splits.json").write_text(json.dumps([{"train": ["a"], "val": ["b"]}]))
+    monkeypatch.setenv("RUD_DATA", str(data))
+    work, out = tmp_path / "work", tmp_path / "out"
+    for name, values in (("Task901_Nodes", (0.2, 0.4)), ("Task902_Balls", (0.9,))):
+        cells = work / name / "cells"
+        cells.mkdir(parents=True)
+        for seed, v in enumerate(values):
+            for model in ("retina_unet", "monai_plan"):
+                (cells / f"{curves.cell_key(model, seed, 5.0)}.json").write_text(json.dumps(_cell(model, seed, 5.0, v)))
+    assert curves.main(["-t", "901", "902", "--work", str(work), "-o", str(out), "--report-only"]) == 0
+    for name in ("Task901_Nodes", "Task902_Balls"):
+        assert (out / name / "learning_curves.png").stat().st_size > 0
+        assert f"### Learning curves: {name}" in (out / name / "learning_curves.md").read_text()
+    combined = (out / "learning_curves.md").read_text()
+    assert combined.index("Task901_Nodes") < combined.index("Task902_Balls")
+    assert "| Retina U-Net | 5 | 2 | 4.9 | 30.0 (20-40) |" in combined  # two seeds: mean (min-max)
+    assert "| Retina U-Net | 5 | 1 | 4.9 | 90.0 (1 seed) |" in combined
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert curves.main(["-t", "901", "902", "-i", str(tmp_path), "-o", str(out)]) == 1  # -i names one task's images
+
+
 def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     env = {"RUD_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:/usr/bin:/bin"}
 
