@@ -210,15 +210,20 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def task_cell_order(models: list[str], seeds: list[int], budgets: list[float],
+                    tasks: int) -> list[tuple[int, int, str, float]]:
+    """(task index, seed, model, minutes), budget by budget in rising order, then task, seed and model: every
+    task, seed and model reaches a budget before any goes on to the next, so a campaign stopped part-way (it spans
+    days on a CPU) leaves whole points with all their seeds. A project run is extended from its last budget
+    later."""
+    return [(t, s, m, b) for b in sorted(budgets) for t in range(tasks) for s in seeds for m in models]
+
+
 def cell_order(models: list[str], seeds: list[int], budgets: list[float],
                tasks: int = 1) -> list[tuple[int, str, float]] | list[tuple[int, int, str, float]]:
-    """(seed, model, minutes), budget by budget in rising order, then seed by seed, then model: every model and
-    seed reaches a budget before any goes on to the next, so a campaign stopped part-way (it spans days on a
-    CPU) leaves whole points with all their seeds. A project run is extended from its last budget later.
-    With ``tasks`` > 1: (task index, seed, model, minutes), every task at a budget before the next budget."""
-    if tasks == 1:
-        return [(s, m, b) for b in sorted(budgets) for s in seeds for m in models]
-    return [(t, s, m, b) for b in sorted(budgets) for t in range(tasks) for s in seeds for m in models]
+    """``task_cell_order``; for one task without the task index: (seed, model, minutes)."""
+    order = task_cell_order(models, seeds, budgets, tasks)
+    return [c[1:] for c in order] if tasks == 1 else order
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -275,6 +280,7 @@ def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
     """One task's panels (mAP, CPM, each size bucket) into ``axes``: the mean over seeds per budget as a line,
     the min-max band and every seed's point at the minutes it spent."""
     budgets = sorted({c["minutes"] for c in cells})
+    spent = [c["minutes_spent"] for c in cells] + budgets
     for ax, (name, get) in zip(axes, _panels(cells)):
         for model in MODELS:
             mine = [c for c in cells if c["model"] == model and get(c) is not None]
@@ -288,7 +294,6 @@ def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
             ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], color=COLORS[model], s=8,
                        alpha=0.5)
         ax.set_xscale("log")
-        spent = [c["minutes_spent"] for c in cells] + budgets
         ax.set_xlim(min(spent) / 1.5, max(spent) * 1.5)  # a single budget gets a readable span too
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
         ax.minorticks_off()
@@ -422,8 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not folder.is_dir():
                     raise CurveError(f"{folder}: not a folder; pass {paths.name}'s held-out images and labels "
                                      "with -i and -l")
-        order = [(0, *c) for c in cell_order(args.models, args.seeds, args.minutes)] if len(tasks) == 1 else \
-            cell_order(args.models, args.seeds, args.minutes, len(tasks))
+        order = task_cell_order(args.models, args.seeds, args.minutes, len(tasks))
         todo = [c for c in order if not (tasks[c[0]][1] / "cells" / f"{cell_key(c[2], c[1], c[3])}.json").exists()]
         names = ", ".join(paths.name for paths, *_ in tasks)
         log(f"{names}: {len(order)} cells, {len(order) - len(todo)} already done")
