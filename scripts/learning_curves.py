@@ -37,6 +37,13 @@ campaign stopped part-way leaves whole points. Resumable: a finished cell (model
 ``<work>/cells/<key>.json``; a rerun skips it, and a ``rud_train`` run interrupted mid-budget resumes from its
 last checkpoint. After every cell ``learning_curves.csv``, ``.md`` and ``.png`` are rewritten in ``-o``.
 
+Variants, to improve a detector by measurement: ``--variant NAME MODEL KEY=VALUE ...`` adds a detector that is
+``MODEL`` (``retina_unet`` or ``retina_net``) trained and predicted with plan entries changed, as ``rud_plan
+--override`` would change them (e.g. ``--variant round_anchors retina_unet anchors.ratios=[1.0]``). Its cells
+are ``MODEL+NAME`` and its seed roots ``<work>/seed<s>/variants/<NAME>/<task>``, holding the changed
+``plans.json``; the same seeds and budgets as the other detectors, so each variant cell pairs with its base
+model's cell of the same seed. The table names each variant's changes.
+
 Timed work: run it alone on the machine (another job beside it changes how many steps a minute holds).
 """
 
@@ -68,6 +75,9 @@ LINKED = ("dataset.json", "dataset.yaml", "dataset.yml", "raw_splitted", "prepro
           "fingerprint.json")
 
 
+VARIANT_BASES = ("retina_unet", "retina_net")
+
+
 class CurveError(RuntimeError):
     """A stage failed or the inputs are not there; the message names the file and the fix."""
 
@@ -81,11 +91,76 @@ def seed_root(task_dir: Path, work: Path, seed: int) -> Path:
     """``<work>/seed<s>/<task>``: links to the task's inputs, its own ``models/`` (made once)."""
     root = work / f"seed{seed}" / task_dir.name
     root.mkdir(parents=True, exist_ok=True)
+    return _link_inputs(task_dir, root)
+
+
+def _link_inputs(task_dir: Path, root: Path) -> Path:
+    """Link the task's inputs into ``root`` (those it holds already, e.g. a variant's plans, stay)."""
     for name in LINKED:
         src, dst = task_dir / name, root / name
         if src.exists() and not dst.exists():
             dst.symlink_to(src.resolve())
     return root
+
+
+def base_model(model: str) -> str:
+    """The detector a cell's model is: ``retina_unet+round_anchors`` -> ``retina_unet``."""
+    return model.split("+", 1)[0]
+
+
+def model_rank(model: str) -> tuple[int, str]:
+    """Report order: the four detectors, then the variants by name."""
+    return (MODELS.index(model), "") if model in MODELS else (len(MODELS), model)
+
+
+def model_name(model: str) -> str:
+    base, _, variant = model.partition("+")
+    return f"{MODEL_NAMES[base]}, {variant}" if variant else MODEL_NAMES[base]
+
+
+def parse_variant(items: list[str]) -> tuple[str, list[str]]:
+    """``[NAME, MODEL, KEY=VALUE, ...]`` -> (``MODEL+NAME``, overrides); errors say what a variant looks like."""
+    import re
+
+    usage = ("--variant NAME MODEL KEY=VALUE [KEY=VALUE ...], e.g. --variant round_anchors retina_unet "
+             "anchors.ratios=[1.0]")
+    if len(items) < 3:
+        raise CurveError(f"--variant {' '.join(items)}: too few values; {usage}")
+    name, base, overrides = items[0], items[1], items[2:]
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise CurveError(f"--variant name '{name}' must be letters, digits, '_' or '-'; {usage}")
+    if base not in VARIANT_BASES:
+        raise CurveError(f"--variant {name}: model '{base}' must be one of {', '.join(VARIANT_BASES)}; {usage}")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise CurveError(f"--variant {name}: '{bad[0]}' must look like KEY=VALUE; {usage}")
+    return f"{base}+{name}", overrides
+
+
+def variant_root(task_dir: Path, work: Path, seed: int, model: str, overrides: list[str]) -> Path:
+    """``<work>/seed<s>/variants/<name>/<task>``: the seed root of a variant, whose ``plans.json`` is the task's
+    with ``overrides`` applied to its default configuration (written once; a root made with other changes is
+    not overwritten)."""
+    from retinaunet.io import read_json
+    from retinaunet.plans import Plans, apply_overrides
+
+    root = work / f"seed{seed}" / "variants" / model.split("+", 1)[1] / task_dir.name
+    root.mkdir(parents=True, exist_ok=True)
+    data = read_json(task_dir / "plans.json")
+    configs = data["configurations"] if "configurations" in data else None
+    name = (data.get("default") or next(iter(configs))) if configs else None
+    plans = apply_overrides(Plans.from_dict(configs[name] if configs else data, "plans.json"), overrides)
+    if configs:
+        data = {**data, "configurations": {**configs, name: plans.to_dict()}}
+    else:
+        data = plans.to_dict()
+    path = root / "plans.json"
+    if path.is_file() and read_json(path) != json.loads(json.dumps(data)):
+        raise CurveError(f"{path}: this variant was run with other changes; give the new changes another variant "
+                         "name (or delete that folder to start it again)")
+    if not path.is_file():
+        write_json(data, path)
+    return _link_inputs(task_dir, root)
 
 
 def _run(cmd: list[str], data_root: Path, threads: int | None, what: str) -> None:
@@ -146,26 +221,27 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
     measured slow or fast (another job beside it, costs the measured step leaves out) does not size the budget."""
     from retinaunet.plans import load_plans
 
-    plans = load_plans(task_dir / "plans.json")
-    fold_dir = root / "models" / f"{model}_{plans.plan_name}" / f"fold{fold}"
+    base = base_model(model)  # a variant trains its base detector on its root's changed plans
+    plans = load_plans(root / "plans.json")
+    fold_dir = root / "models" / f"{base}_{plans.plan_name}" / f"fold{fold}"
     schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else {}
     key = f"{model}_s{seed}"
     if key not in schedule:
-        epochs, batches, step = first_schedule(plans, model, minutes, threads)
+        epochs, batches, step = first_schedule(plans, base, minutes, threads)
         schedule[key] = {"estimated_epochs": epochs, "batches": batches, "step_seconds": step,
                          "first_minutes": minutes}
         write_json(schedule, schedule_file)
     batches = int(schedule[key]["batches"])
-    base = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", model, "--seed", str(seed),
-            "--no-test", "--workers", "0"]
+    cmd = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", base, "--seed", str(seed),
+           "--no-test", "--workers", "0"]
     state = _last_state(fold_dir)
     if not state:  # a new run: one epoch measures what an epoch costs in training
-        _run(base + ["--epochs", "1", "--batches-per-epoch", str(batches), "--force", "--no-sweep"], root.parent,
+        _run(cmd + ["--epochs", "1", "--batches-per-epoch", str(batches), "--force", "--no-sweep"], root.parent,
              threads, f"rud_train ({model}, seed {seed}, first epoch)")
         state = _last_state(fold_dir)
     epochs = epochs_for(minutes, state["history"])
     if not (state["epoch"] >= epochs and (fold_dir / "sweep.json").is_file()):  # else: done before an interruption
-        _run(base + ["--epochs", str(epochs), "--resume"], root.parent, threads,
+        _run(cmd + ["--epochs", str(epochs), "--resume"], root.parent, threads,
              f"rud_train ({model}, seed {seed}, {minutes:g} min)")
         state = _last_state(fold_dir)
     return {"epochs": state["epoch"], "batches_per_epoch": batches,
@@ -188,10 +264,11 @@ def score(pred_dir: Path, labels: Path, class_names: list[str]) -> dict:
 
 
 def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minutes: float, images: Path,
-             labels: Path, threads: int | None) -> dict:
+             labels: Path, threads: int | None, overrides: list[str] | None = None) -> dict:
+    """Train ``model`` (a variant: ``MODEL+NAME`` with its plan ``overrides``) to ``minutes``, predict and score."""
     from retinaunet.io import read_json
 
-    root = seed_root(task_dir, work, seed)
+    root = variant_root(task_dir, work, seed, model, overrides) if "+" in model else seed_root(task_dir, work, seed)
     out = root / "predictions" / cell_key(model, seed, minutes)
     start = time.perf_counter()
     if model in MONAI_BACKBONES:
@@ -203,8 +280,10 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
     else:
         spent = train_project(task_dir, root, model, seed, fold, minutes, work / "schedules.json", threads)
         _run([str(BIN / "rud_predict"), "-t", task_dir.name, "-i", str(images), "-o", str(out), "--folds", str(fold),
-              "--model", model, "--overwrite"], root.parent, threads, f"rud_predict ({model}, seed {seed})")
+              "--model", base_model(model), "--overwrite"], root.parent, threads, f"rud_predict ({model}, seed {seed})")
     names = [v for _, v in sorted(read_json(task_dir / "dataset.json")["labels"].items(), key=lambda kv: int(kv[0]))]
+    if overrides:
+        spent["overrides"] = list(overrides)
     return {"model": model, "seed": seed, "minutes": float(minutes), "fold": fold, **spent,
             **score(out, labels, names), "wall_seconds": round(time.perf_counter() - start, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -258,16 +337,20 @@ def markdown_table(cells: list[dict], task: str) -> str:
     head = ["detector", "budget (min)", "seeds", "minutes spent", "mAP@0.1", "CPM"]
     head += [f"AP@0.1 {b} mm ({objects[b]})" for b in buckets]
     lines = [f"### Learning curves: {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model in MODELS:
+    for model in sorted({c["model"] for c in cells}, key=model_rank):
         for minutes in sorted({m for mo, m in groups if mo == model}):
             g = groups[(model, minutes)]
-            row = [MODEL_NAMES[model], f"{minutes:g}", str(len(g)),
+            row = [model_name(model), f"{minutes:g}", str(len(g)),
                    f"{np.mean([c['minutes_spent'] for c in g]):.1f}", _spread([c["map"] for c in g]),
                    _spread([c["cpm"] for c in g])]
             row += [_spread([c["by_size"].get(b) for c in g]) for b in buckets]
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Held-out scores in %: mean over the seeds (min-max in brackets); per size bucket the mean AP@0.1 "
               "over classes of the objects of that axial diameter (held-out objects in brackets in the header)."]
+    changes = {c["model"]: c.get("overrides") for c in cells if "+" in c["model"]}
+    if changes:
+        lines += ["", "Variants (plan entries changed, everything else as their base detector): " + "; ".join(
+            f"{model_name(m)}: {' '.join(changes[m] or [])}" for m in sorted(changes, key=model_rank)) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -282,17 +365,18 @@ def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
     budgets = sorted({c["minutes"] for c in cells})
     spent = [c["minutes_spent"] for c in cells] + budgets
     for ax, (name, get) in zip(axes, _panels(cells)):
-        for model in MODELS:
+        for model in sorted({c["model"] for c in cells}, key=model_rank):
             mine = [c for c in cells if c["model"] == model and get(c) is not None]
             if not mine:
                 continue
+            color = COLORS[base_model(model)]  # a variant: its base detector's colour, dashed
             xs = sorted({c["minutes"] for c in mine})
             vals = [[get(c) for c in mine if c["minutes"] == x] for x in xs]
-            ax.plot(xs, [np.mean(v) for v in vals], "o-", color=COLORS[model], label=MODEL_NAMES[model])
-            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=COLORS[model], alpha=0.15,
+            ax.plot(xs, [np.mean(v) for v in vals], "o--" if "+" in model else "o-", color=color,
+                    label=model_name(model))
+            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=color, alpha=0.15,
                             linewidth=0)
-            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], color=COLORS[model], s=8,
-                       alpha=0.5)
+            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], color=color, s=8, alpha=0.5)
         ax.set_xscale("log")
         ax.set_xlim(min(spent) / 1.5, max(spent) * 1.5)  # a single budget gets a readable span too
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
@@ -336,7 +420,7 @@ def write_report(cells_dir: Path, out: Path, task: str) -> None:
     with open(out / "learning_curves.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols + [f"ap_{b}" for b in buckets], extrasaction="ignore")
         w.writeheader()
-        for c in sorted(cells, key=lambda c: (MODELS.index(c["model"]), c["minutes"], c["seed"])):
+        for c in sorted(cells, key=lambda c: (model_rank(c["model"]), c["minutes"], c["seed"])):
             w.writerow({**c, **{f"ap_{b}": c["by_size"].get(b) for b in buckets}})
     (out / "learning_curves.md").write_text(markdown_table(cells, task))
     plot([(task, cells)], out / "learning_curves.png",
@@ -365,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, nargs="+", default=[5.0, 20.0, 60.0], help="training budgets")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME MODEL KEY=VALUE",
+                   help="also run MODEL (retina_unet or retina_net) with plan entries changed, as a detector named "
+                        "MODEL+NAME, e.g. --variant round_anchors retina_unet anchors.ratios=[1.0]; repeatable")
     p.add_argument("--fold", type=int, default=0, help="fold of splits.json: train and val cases")
     p.add_argument("-i", "--images", type=Path, default=None, help="held-out images (default: imagesTs)")
     p.add_argument("-l", "--labels", type=Path, default=None, help="their labels (default: labelsTs)")
@@ -408,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.task) > 1 and (args.images or args.labels):
             raise CurveError("-i/-l name one task's held-out images; with several tasks each uses its imagesTs and "
                              "labelsTs (run one task per command to pass other folders)")
+        variants = dict(parse_variant(v) for v in args.variant)
+        if len(variants) < len(args.variant):
+            raise CurveError("--variant: two variants have the same model and name; give each its own name")
         tasks = [prepare(t) for t in args.task]
         for _, work, _, _, _ in tasks:
             (work / "cells").mkdir(parents=True, exist_ok=True)
@@ -427,14 +517,15 @@ def main(argv: list[str] | None = None) -> int:
                 if not folder.is_dir():
                     raise CurveError(f"{folder}: not a folder; pass {paths.name}'s held-out images and labels "
                                      "with -i and -l")
-        order = task_cell_order(args.models, args.seeds, args.minutes, len(tasks))
+        order = task_cell_order(list(args.models) + list(variants), args.seeds, args.minutes, len(tasks))
         todo = [c for c in order if not (tasks[c[0]][1] / "cells" / f"{cell_key(c[2], c[1], c[3])}.json").exists()]
         names = ", ".join(paths.name for paths, *_ in tasks)
         log(f"{names}: {len(order)} cells, {len(order) - len(todo)} already done")
         start = time.perf_counter()
         for i, (t, seed, model, minutes) in enumerate(todo):
             paths, work, images, labels, _ = tasks[t]
-            record = run_cell(paths.root, work, model, seed, args.fold, minutes, images, labels, args.threads)
+            record = run_cell(paths.root, work, model, seed, args.fold, minutes, images, labels, args.threads,
+                              variants.get(model))
             write_json(record, work / "cells" / f"{cell_key(model, seed, minutes)}.json")
             report(t)
             elapsed = time.perf_counter() - start

@@ -64,6 +64,47 @@ def test_two_tasks_run_budget_by_budget_and_report_together(tmp_path, monkeypatc
     assert curves.main(["-t", "901", "902", "-i", str(tmp_path), "-o", str(out)]) == 1  # -i names one task's images
 
 
+def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
+    from retinaunet.plans import load_plans, make_test_plans
+
+    model, overrides = curves.parse_variant(["round", "retina_unet", "anchors.ratios=[1.0]", "anchors.scales=[1.0]"])
+    assert model == "retina_unet+round" and curves.base_model(model) == "retina_unet"
+    for bad in (["round", "retina_unet"], ["round", "monai", "anchors.ratios=[1.0]"], ["a b", "retina_net", "x=1"],
+                ["round", "retina_net", "anchors.ratios"]):
+        try:
+            curves.parse_variant(bad)
+        except curves.CurveError as err:
+            assert "--variant" in str(err) and "e.g." in str(err)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    task = tmp_path / "Task901_Nodes"
+    (task / "preprocessed").mkdir(parents=True)
+    plans = make_test_plans(dim=3, patch_size=[16, 32, 32])
+    doc = {"default": plans.plan_name, "configurations": {plans.plan_name: plans.to_dict(), "2d": {"keep": 1}}}
+    (task / "plans.json").write_text(json.dumps(doc))
+    work = tmp_path / "work"
+    root = curves.variant_root(task, work, 1, model, overrides)
+    assert root == work / "seed1" / "variants" / "round" / "Task901_Nodes"
+    changed = load_plans(root / "plans.json")
+    assert changed.anchors.ratios == [1.0] and changed.anchors.scales == [1.0]
+    assert changed.network == plans.network and json.loads((root / "plans.json").read_text())["configurations"]["2d"]
+    assert (root / "preprocessed").is_symlink() and not (root / "plans.json").is_symlink()
+    assert load_plans(task / "plans.json").anchors.ratios == plans.anchors.ratios  # the task's own plan untouched
+    assert curves.variant_root(task, work, 1, model, overrides) == root  # the same changes: the same root
+    try:  # other changes under the same name would mix two runs: refused, nothing overwritten
+        curves.variant_root(task, work, 1, model, ["anchors.ratios=[0.5,1.0]"])
+    except curves.CurveError as err:
+        assert "another variant name" in str(err)
+    else:
+        raise AssertionError("a variant's plans were overwritten")
+    cells = [_cell("retina_unet", 0, 5.0, 0.4), {**_cell(model, 0, 5.0, 0.6), "overrides": overrides}]
+    table = curves.markdown_table(cells, "Task901_Nodes")
+    assert table.index("| Retina U-Net | 5 |") < table.index("| Retina U-Net, round | 5 | 1 | 4.9 | 60.0 (1 seed) |")
+    assert "Retina U-Net, round: anchors.ratios=[1.0] anchors.scales=[1.0]" in table
+    curves.plot([("Task901_Nodes", cells)], tmp_path / "curves.png", "t")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     env = {"RUD_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:/usr/bin:/bin"}
 
@@ -79,7 +120,8 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
                 ["rud_preprocess", "-t", "101", "--workers", "0"]):
         assert run(str(BIN / cmd[0]), *cmd[1:]).returncode == 0, cmd
     args = [sys.executable, str(SCRIPT), "-t", "101", "--minutes", "0.01", "0.3", "--seeds", "0",
-            "--models", "retina_unet", "--threads", "1", "-o", "out"]
+            "--models", "retina_unet", "--threads", "1", "-o", "out", "--variant", "round", "retina_unet",
+            "anchors.ratios=[1.0]"]
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     work = tmp_path / "data" / "Task101_ToyShapes" / "learning_curves"
@@ -91,9 +133,15 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     seed_models = work / "seed0" / "Task101_ToyShapes" / "models"
     assert (seed_models / "retina_unet_2d" / "fold0" / "checkpoint_last.pt").is_file()
     assert not (tmp_path / "data" / "Task101_ToyShapes" / "models").exists()  # the task's own models untouched
+    variant_models = work / "seed0" / "variants" / "round" / "Task101_ToyShapes" / "models" / "retina_unet_2d"
+    assert json.loads((variant_models / "plans.json").read_text())["anchors"]["ratios"] == [1.0]  # trained on it
+    assert (variant_models / "fold0" / "checkpoint_last.pt").is_file()
+    variant = json.loads((work / "cells" / "retina_unet+round_s0_m0.3.json").read_text())
+    assert variant["overrides"] == ["anchors.ratios=[1.0]"] and 0 <= variant["map"] <= 1
     table = (tmp_path / "out" / "learning_curves.md").read_text()
     assert "| Retina U-Net | 0.01 | 1 |" in table and "| Retina U-Net | 0.3 | 1 |" in table
-    assert len((tmp_path / "out" / "learning_curves.csv").read_text().splitlines()) == 3
+    assert "| Retina U-Net, round | 0.3 | 1 |" in table
+    assert len((tmp_path / "out" / "learning_curves.csv").read_text().splitlines()) == 5
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 0
     proc = run(*args)  # finished cells are skipped
-    assert proc.returncode == 0 and "2 already done" in proc.stdout
+    assert proc.returncode == 0 and "4 already done" in proc.stdout
