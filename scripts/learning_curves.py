@@ -351,7 +351,31 @@ def markdown_table(cells: list[dict], task: str) -> str:
     if changes:
         lines += ["", "Variants (plan entries changed, everything else as their base detector): " + "; ".join(
             f"{model_name(m)}: {' '.join(changes[m] or [])}" for m in sorted(changes, key=model_rank)) + "."]
+        lines += ["", *paired_table(cells, buckets)]
     return "\n".join(lines) + "\n"
+
+
+def paired_table(cells: list[dict], buckets: list[str]) -> list[str]:
+    """Each variant against its base detector on the same seeds and budget: the mean difference in points and
+    the seeds where the variant scored higher (of the seeds both finished)."""
+    index = {(c["model"], c["seed"], c["minutes"]): c for c in cells}
+    head = ["variant - base", "budget (min)", "seeds", "mAP@0.1", "CPM"] + [f"AP@0.1 {b} mm" for b in buckets]
+    lines = ["Paired by seed: points of the variant minus its base detector (seeds where the variant is higher).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    metrics = [lambda c: c["map"], lambda c: c["cpm"]] + [lambda c, b=b: c["by_size"].get(b) for b in buckets]
+    for model in sorted({c["model"] for c in cells if "+" in c["model"]}, key=model_rank):
+        for minutes in sorted({c["minutes"] for c in cells if c["model"] == model}):
+            pairs = [(c, index[(base_model(model), c["seed"], minutes)]) for c in cells
+                     if c["model"] == model and c["minutes"] == minutes
+                     and (base_model(model), c["seed"], minutes) in index]
+            if not pairs:
+                continue
+            row = [model_name(model), f"{minutes:g}", str(len(pairs))]
+            for get in metrics:
+                d = [100 * (get(v) - get(b)) for v, b in pairs if get(v) is not None and get(b) is not None]
+                row.append(f"{np.mean(d):+.1f} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def _panels(cells: list[dict]) -> list[tuple[str, object]]:

@@ -101,6 +101,11 @@ def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
     table = curves.markdown_table(cells, "Task901_Nodes")
     assert table.index("| Retina U-Net | 5 |") < table.index("| Retina U-Net, round | 5 | 1 | 4.9 | 60.0 (1 seed) |")
     assert "Retina U-Net, round: anchors.ratios=[1.0] anchors.scales=[1.0]" in table
+    cells.append({**_cell(model, 1, 5.0, 0.3), "overrides": overrides})  # seed 1 has no base cell: not paired
+    cells.append(_cell("retina_unet", 2, 5.0, 0.5))
+    cells.append({**_cell(model, 2, 5.0, 0.46), "overrides": overrides})
+    table = curves.markdown_table(cells, "Task901_Nodes")  # seeds 0 and 2: +20 and -4 points, one win
+    assert "| Retina U-Net, round | 5 | 2 | +8.0 (1/2) | +8.0 (1/2) | +4.0 (1/2) | +8.0 (1/2) |" in table
     curves.plot([("Task901_Nodes", cells)], tmp_path / "curves.png", "t")
     assert (tmp_path / "curves.png").stat().st_size > 0
 
