@@ -2,6 +2,7 @@
 
     python scripts/plan_coverage.py -t 110 --budgets cpu 11 24 80
     python scripts/plan_coverage.py -t 110 --plans-file OTHER/plans.json   # coverage of an existing plan
+    python scripts/plan_coverage.py -t 110 --plans-file $RUD_DATA/Task110_ToyNodules/plans.json  # the task's own
 
 For each budget the planner runs on the task's fingerprint.json (write it with rud_plan first) and the
 summary of strides, head levels, anchors and matching is printed with the coverage table that rud_plan
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     fp = read_json(paths.fingerprint)
     if args.plans_file is not None:
         plans = read_json(args.plans_file)
+        if "configurations" in plans:  # a task's file of several plans: its default (or --mode)
+            name = args.mode or plans.get("default") or next(iter(plans["configurations"]))
+            if name not in plans["configurations"]:
+                print(f"{args.plans_file}: no plan '{name}' (has {', '.join(plans['configurations'])})",
+                      file=sys.stderr)
+                return 1
+            plans = plans["configurations"][name]
         print(f"== {args.plans_file}")
         print(_describe(plans, _measure(plans, fp)))
         return 0

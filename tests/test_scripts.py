@@ -195,6 +195,9 @@ def test_demo_ends_with_metrics(demo_task):
 def test_plan_coverage_tiny(demo_task):
     out = run([PY, "scripts/plan_coverage.py", "-t", "101", "--budgets", "cpu"], demo_task)
     assert "cpu" in out.lower(), out
+    plans = demo_task / "Task101_ToyShapes" / "plans.json"  # a task's file of configurations: its default plan
+    out = run([PY, "scripts/plan_coverage.py", "-t", "101", "--plans-file", str(plans)], demo_task)
+    assert f"== {plans}" in out and "median best IoU" in out, out
 
 
 def test_bench_models_tiny(demo_task):
