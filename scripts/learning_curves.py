@@ -393,14 +393,17 @@ def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
             mine = [c for c in cells if c["model"] == model and get(c) is not None]
             if not mine:
                 continue
-            color = COLORS[base_model(model)]  # a variant: its base detector's colour, dashed
+            color = COLORS[base_model(model)]  # a variant: its base detector's colour, dashed, hollow squares
+            variant = "+" in model
             xs = sorted({c["minutes"] for c in mine})
             vals = [[get(c) for c in mine if c["minutes"] == x] for x in xs]
-            ax.plot(xs, [np.mean(v) for v in vals], "o--" if "+" in model else "o-", color=color,
-                    label=model_name(model))
+            ax.plot(xs, [np.mean(v) for v in vals], "s--" if variant else "o-", color=color,
+                    markerfacecolor="none" if variant else color, label=model_name(model))
             ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=color, alpha=0.15,
                             linewidth=0)
-            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], color=color, s=8, alpha=0.5)
+            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], s=10 if variant else 8,
+                       marker="s" if variant else "o", facecolors="none" if variant else color, edgecolors=color,
+                       alpha=0.6)
         ax.set_xscale("log")
         ax.set_xlim(min(spent) / 1.5, max(spent) * 1.5)  # a single budget gets a readable span too
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
