@@ -142,16 +142,15 @@ def variant_root(task_dir: Path, work: Path, seed: int, model: str, overrides: l
     with ``overrides`` applied to its default configuration (written once; a root made with other changes is
     not overwritten)."""
     from retinaunet.io import read_json
-    from retinaunet.plans import Plans, apply_overrides
+    from retinaunet.plans import apply_overrides, load_plans, plan_names
 
     root = work / f"seed{seed}" / "variants" / model.split("+", 1)[1] / task_dir.name
     root.mkdir(parents=True, exist_ok=True)
     data = read_json(task_dir / "plans.json")
-    configs = data["configurations"] if "configurations" in data else None
-    name = (data.get("default") or next(iter(configs))) if configs else None
-    plans = apply_overrides(Plans.from_dict(configs[name] if configs else data, "plans.json"), overrides)
-    if configs:
-        data = {**data, "configurations": {**configs, name: plans.to_dict()}}
+    plans = apply_overrides(load_plans(task_dir / "plans.json"), overrides)  # its default configuration
+    if "configurations" in data:
+        name = plan_names(task_dir / "plans.json")[1]
+        data = {**data, "configurations": {**data["configurations"], name: plans.to_dict()}}
     else:
         data = plans.to_dict()
     path = root / "plans.json"
