@@ -133,6 +133,8 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     short, longer = (json.loads((work / "cells" / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.3"))
     assert longer["epochs"] > short["epochs"] and longer["batches_per_epoch"] == short["batches_per_epoch"]
     assert longer["minutes_spent"] > short["minutes_spent"] > 0
+    # the clock stops the extension: the budget spent, overshot by at most the step that spent it
+    assert longer["stop"] == "clock" and 18.0 <= 60 * longer["minutes_spent"] < 18.0 + 10.0
     for cell in (short, longer):
         assert 0 <= cell["map"] <= 1 and 0 <= cell["cpm"] <= 1 and cell["by_size"]
     seed_models = work / "seed0" / "Task101_ToyShapes" / "models"

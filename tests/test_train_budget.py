@@ -99,3 +99,46 @@ def test_rud_train_resume_keeps_the_runs_own_schedule(task):  # noqa: F811 - the
     assert train_main(common + ["--resume", "--epochs", "3", "--batches-per-epoch", "4"]) == 0
     assert load_checkpoint(last)["plans"]["training"]["batches_per_epoch"] == 4
     assert load_plans(paths.plans).training.batches_per_epoch == 2  # plans.json untouched
+
+
+def test_max_minutes_stops_mid_epoch_and_extends_a_run_on_the_clock(task):  # noqa: F811 - the fixture
+    """A budget of training minutes stops at the step that spends it, mid-epoch; the short epoch is validated and
+    kept; a resume with the same budget trains nothing, a larger one trains on to it."""
+    paths, plans = task
+    long_epochs = plans.copy().override("training.epochs", 3).override("training.batches_per_epoch", 400)
+    long_epochs.override("training.val_interval", 5)
+    budget = 0.002  # 0.12 s: a few steps, far fewer than the 400 of an epoch
+    trainer = Trainer(paths, long_epochs, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                       sweep=False, max_minutes=budget))
+    trainer.fit()
+    last = paths.fold_dir("retina_unet", "2d", 0) / "checkpoint_last.pt"
+    state = load_checkpoint(last)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    first = state["history"][0]
+    assert 1 <= first["batches"] < 400 and first["seconds"] >= 60 * budget
+    assert first["val_ap"] is not None  # the last epoch is validated although val_interval is 5
+    assert trainer.seconds_left() <= 0 and len(trainer.best) == 1
+    again = Trainer(paths, long_epochs, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                     sweep=False, resume=True, max_minutes=budget))
+    again.fit()
+    assert load_checkpoint(last)["history"] == state["history"]  # spent: nothing trained
+    more = Trainer(paths, long_epochs, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                    sweep=False, resume=True, max_minutes=2 * budget))
+    more.fit()
+    extended = load_checkpoint(last)
+    assert extended["history"][0] == first and extended["epoch"] == 2
+    assert sum(e["seconds"] for e in extended["history"]) >= 60 * 2 * budget
+    assert extended["history"][1]["batches"] < 400
+    with pytest.raises(TrainingError, match="--max-minutes must be positive"):
+        Trainer(paths, long_epochs, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                 sweep=False, resume=True, max_minutes=0)).fit()
+
+
+def test_without_a_budget_every_epoch_is_whole(task):  # noqa: F811 - the fixture
+    paths, plans = task
+    trainer = Trainer(paths, plans.copy().override("training.epochs", 2),
+                      TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False, sweep=False))
+    trainer.fit()
+    batches = plans.training.batches_per_epoch
+    assert [e["batches"] for e in trainer.history] == [batches, batches]
+    assert trainer.seconds_left() == float("inf")

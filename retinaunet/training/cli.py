@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default from plans.json)")
     p.add_argument("--batches-per-epoch", type=int, default=None,
                    help="training batches per epoch (default from plans.json)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="a budget of training time: stop once the run's training steps (all its epochs, those "
+                        "before a --resume included; not validation) reach M minutes, in the middle of an epoch "
+                        "if need be (that last epoch is shorter, validated and kept like any). The epochs stay the "
+                        "cap (plans.json's, a resumed run's own, or --epochs): to extend a finished run to M "
+                        "minutes in all, give --resume --epochs K with K above what M minutes can train. One "
+                        "process only")
     p.add_argument("--workers", type=int, default=None,
                    help="augmentation worker processes; 0 augments in the main process (default from plans)")
     p.add_argument("--threads", type=int, default=None,
@@ -108,7 +115,8 @@ def train(args: argparse.Namespace) -> None:
                                 resume=args.resume, force=args.force, amp=args.amp, compile=args.compile,
                                 seed=args.seed, predict_test=not args.no_test, sweep=not args.no_sweep,
                                 sweep_metric=args.sweep_metric, pretrained=args.pretrained,
-                                faster_ensemble=args.faster_ensemble, keep_run_schedule=keep)
+                                faster_ensemble=args.faster_ensemble, keep_run_schedule=keep,
+                                max_minutes=args.max_minutes)
             if ctx.enabled and args.device is None and __import__("torch").cuda.is_available():
                 opts.device = f"cuda:{ctx.local_rank}"
             Trainer(paths, plans, opts, ctx).fit()

@@ -65,6 +65,9 @@ class TrainOptions:
     sweep_metric: str = "map"
     faster_ensemble: bool = False  # the sweep may choose fewer checkpoints or no mirroring than planned
     pretrained: str | None = None  # model folder or checkpoint whose fitting weights start the training
+    # stop once the run's training steps (every epoch of its history, a resumed run's earlier ones included; not
+    # validation) reach this many minutes, mid-epoch if need be; the epochs of the plans stay the cap
+    max_minutes: float | None = None
     # schedule keys ("epochs", "batches_per_epoch") a resumed run keeps from its checkpoint instead of the plans
     # given (rud_train: those its command line does not name)
     keep_run_schedule: tuple[str, ...] = ()
@@ -156,6 +159,10 @@ class Trainer:
             self.fold_dir.mkdir(parents=True, exist_ok=True)
             self._log_sink = logger.add(self.fold.log, level="INFO")
         barrier(self.ctx)
+        if self.opts.max_minutes is not None and (self.opts.max_minutes <= 0 or self.ctx.enabled):
+            raise TrainingError("--max-minutes must be positive and runs in one process (several processes would "
+                                "stop at different steps); give --epochs instead" if self.ctx.enabled else
+                                f"--max-minutes must be positive, got {self.opts.max_minutes:g}")
         torch.manual_seed(self.opts.seed)
         np.random.seed(self.opts.seed)
         self.model = build_model(self.opts.model, self.plans).to(self.device)
@@ -226,13 +233,23 @@ class Trainer:
         try:
             epochs = self.plans.training.epochs
             for epoch in range(self.start_epoch, epochs):
+                if self.seconds_left() <= 1e-6:  # spent (to the float sum's rounding)
+                    logger.info(f"the budget of {self.opts.max_minutes:g} min of training is spent "
+                                f"({self.trained_seconds() / 60:.2f} min in {epoch} epochs): no more epochs")
+                    break
                 stats = self.train_epoch(epoch)
                 val_ap = None
                 interval = self.plans.training.val_interval
-                if self.ctx.is_main and ((epoch + 1) % interval == 0 or epoch + 1 == epochs):
+                last = epoch + 1 == epochs or stats["budget_spent"]
+                if self.ctx.is_main and ((epoch + 1) % interval == 0 or last):
                     val_ap = self.validate()
                 self.end_epoch(epoch, stats, val_ap)
                 barrier(self.ctx)
+                if stats["budget_spent"]:
+                    logger.info(f"the budget of {self.opts.max_minutes:g} min of training is spent: stopped after "
+                                f"{stats['batches']} of the {self.plans.training.batches_per_epoch} batches of "
+                                f"epoch {epoch + 1} ({self.trained_seconds() / 60:.2f} min in all)")
+                    break
             summary = {"fold": self.opts.fold, "best": self.best, "history": self.history}
             if self.ctx.is_main and self.opts.sweep:
                 summary["sweep"] = self.tune()
@@ -243,6 +260,16 @@ class Trainer:
             if self._log_sink is not None:
                 logger.remove(self._log_sink)
                 self._log_sink = None
+
+    def trained_seconds(self) -> float:
+        """Seconds of training steps in the run's history (each epoch's steps, not its validation)."""
+        return float(sum(float(e.get("seconds") or 0.0) for e in self.history))
+
+    def seconds_left(self) -> float:
+        """Seconds of training the ``max_minutes`` budget leaves (infinite without one)."""
+        if self.opts.max_minutes is None:
+            return float("inf")
+        return 60.0 * self.opts.max_minutes - self.trained_seconds()
 
     def _loader_seed(self, epoch: int) -> int:
         return (self.opts.seed * 100_003 + epoch * 1_009 + self.ctx.rank * 7) % (2 ** 31)
@@ -255,6 +282,7 @@ class Trainer:
         loader = make_train_loader(self.pre_dir, self.split["train"], self.plans, num_workers=workers,
                                    seed=self._loader_seed(epoch))
         sums: dict[str, float] = defaultdict(float)
+        left = self.seconds_left()  # a budget in minutes ends the epoch at the step that spends it
         done, skipped, bad_in_row, wait, start = 0, 0, 0, 0.0, time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{self.plans.training.epochs}",
                    disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
@@ -274,6 +302,8 @@ class Trainer:
                             f"{bad_in_row} steps in a row had a NaN/inf loss: lower the learning rate "
                             "(--override training.learning_rate=3e-5), check the images' intensities and "
                             "plans.json 'normalization', or try without --amp")
+                    if time.perf_counter() - start >= left:
+                        break
                     continue
                 bad_in_row = 0
                 done += 1
@@ -281,13 +311,16 @@ class Trainer:
                     sums[k] += v
                 bar.set_postfix({k: f"{sums[k] / done:.3f}" for k in sums if k != "loss"} | {
                     "loss": f"{sums['loss'] / done:.3f}"})
+                if time.perf_counter() - start >= left:
+                    break
         finally:
             close = getattr(loader, "close", None)
             if close is not None:
                 close()
         total = time.perf_counter() - start
         return {"losses": {k: v / max(done, 1) for k, v in sums.items()}, "skipped": skipped,
-                "seconds": total, "data_wait": wait / max(total, 1e-9)}
+                "seconds": total, "data_wait": wait / max(total, 1e-9), "batches": done + skipped,
+                "budget_spent": total >= left}
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -312,7 +345,7 @@ class Trainer:
 
     def end_epoch(self, epoch: int, stats: dict, val_ap: float | None) -> None:
         record = {"epoch": epoch + 1, "losses": stats["losses"], "val_ap": val_ap, "skipped": stats["skipped"],
-                  "seconds": stats["seconds"], "data_wait": stats["data_wait"]}
+                  "seconds": stats["seconds"], "data_wait": stats["data_wait"], "batches": stats["batches"]}
         self.history.append(record)
         if not self.ctx.is_main:
             return
