@@ -236,8 +236,9 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
     cmd = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", base, "--seed", str(seed),
            "--no-test", "--workers", "0"]
     state = _last_state(fold_dir)
-    if not state:  # a new run: one epoch measures what an epoch costs in training
-        _run(cmd + ["--epochs", "1", "--batches-per-epoch", str(batches), "--force", "--no-sweep"], root.parent,
+    if not state:  # a new run: one epoch (cut by the clock if it is longer than the budget) measures an epoch
+        _run(cmd + ["--epochs", "1", "--batches-per-epoch", str(batches), "--force", "--no-sweep",
+                    "--max-minutes", f"{minutes:g}"], root.parent,
              threads, f"rud_train ({model}, seed {seed}, first epoch)")
         state = _last_state(fold_dir)
     cap = max(state["epoch"] + 1, 2 * epochs_for(minutes, state["history"]))  # the clock stops it before
