@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from retinaunet.io import write_json
+from retinaunet.training import trained_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -185,11 +186,6 @@ def _last_state(fold_dir: Path) -> dict | None:
     import torch
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     return {"epoch": int(state["epoch"]), "history": state.get("history", [])}
-
-
-def trained_seconds(history: list[dict]) -> float:
-    """Seconds of training steps in a run's history (each epoch's steps; not its validation)."""
-    return float(sum(float(e.get("seconds") or 0.0) for e in history))
 
 
 def epochs_for(minutes: float, history: list[dict]) -> int:

@@ -34,6 +34,7 @@ from retinaunet.model_folder import (
 from retinaunet.models import build_model
 from retinaunet.plans import Plans
 from retinaunet.threads import recheck_threads
+from retinaunet.training import trained_seconds
 from retinaunet.training.checkpoint import rng_state, set_rng_state
 from retinaunet.training.curves import plot_curves
 from retinaunet.training.distributed import DistContext, barrier
@@ -262,8 +263,7 @@ class Trainer:
                 self._log_sink = None
 
     def trained_seconds(self) -> float:
-        """Seconds of training steps in the run's history (each epoch's steps, not its validation)."""
-        return float(sum(float(e.get("seconds") or 0.0) for e in self.history))
+        return trained_seconds(self.history)
 
     def seconds_left(self) -> float:
         """Seconds of training the ``max_minutes`` budget leaves (infinite without one)."""
@@ -288,6 +288,8 @@ class Trainer:
                    disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
         try:
             for _ in bar:
+                if done + skipped and time.perf_counter() - start >= left:  # the last step spent the budget
+                    break
                 recheck_threads()  # other work started or stopped: the fair share follows
                 t0 = time.perf_counter()
                 batch = next(loader)
@@ -302,8 +304,6 @@ class Trainer:
                             f"{bad_in_row} steps in a row had a NaN/inf loss: lower the learning rate "
                             "(--override training.learning_rate=3e-5), check the images' intensities and "
                             "plans.json 'normalization', or try without --amp")
-                    if time.perf_counter() - start >= left:
-                        break
                     continue
                 bad_in_row = 0
                 done += 1
@@ -311,8 +311,6 @@ class Trainer:
                     sums[k] += v
                 bar.set_postfix({k: f"{sums[k] / done:.3f}" for k in sums if k != "loss"} | {
                     "loss": f"{sums['loss'] / done:.3f}"})
-                if time.perf_counter() - start >= left:
-                    break
         finally:
             close = getattr(loader, "close", None)
             if close is not None:
