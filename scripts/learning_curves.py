@@ -36,8 +36,10 @@ Every seed has a root of its own (``<work>/seed<s>/<task>/``) that links the tas
 preprocessed cases and holds its own ``models/`` and predictions, so no two seeds share a network and the split
 is the same for all. Cells run budget by budget (all seeds and models at 5 minutes before any at 20), so a
 campaign stopped part-way leaves whole points. Resumable: a finished cell (model, seed, budget) is
-``<work>/cells/<key>.json``; a rerun skips it, and a ``rud_train`` run interrupted mid-budget resumes from its
-last checkpoint. After every cell ``learning_curves.csv``, ``.md`` and ``.png`` are rewritten in ``-o``.
+``<out>/cells/<key>.json``, beside the report it feeds (so it can be kept with it); a rerun skips it, and a
+``rud_train`` run interrupted mid-budget resumes from its last checkpoint. A project run whose seed root is gone
+(a new machine, a cleaned work folder) starts again and trains the whole budget of its next cell on the clock.
+After every cell ``learning_curves.csv``, ``.md`` and ``.png`` are rewritten from the cells in ``-o``.
 
 Variants, to improve a detector by measurement: ``--variant NAME MODEL KEY=VALUE ...`` adds a detector that is
 ``MODEL`` (``retina_unet`` or ``retina_net``) trained and predicted with plan entries changed, as ``rud_plan
@@ -484,11 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-i", "--images", type=Path, default=None, help="held-out images (default: imagesTs)")
     p.add_argument("-l", "--labels", type=Path, default=None, help="their labels (default: labelsTs)")
     p.add_argument("--work", type=Path, default=None,
-                   help="seed roots and finished cells (default: <task>/learning_curves; with several tasks "
-                        "<work>/<task>)")
+                   help="seed roots: links to the task, the networks and predictions (default: <task>/learning_curves; "
+                        "with several tasks <work>/<task>)")
     p.add_argument("-o", "--out", type=Path, required=True,
-                   help="folder for learning_curves.csv/.md/.png (with several tasks: <out>/<task>/ and the "
-                        "combined learning_curves.md/.png in <out>)")
+                   help="folder for the finished cells (cells/<key>.json) and learning_curves.csv/.md/.png (with "
+                        "several tasks: <out>/<task>/ and the combined learning_curves.md/.png in <out>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of every stage (default: as rud_train)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the table and the figure")
     args = p.parse_args(argv)
@@ -527,15 +529,15 @@ def main(argv: list[str] | None = None) -> int:
         if len(variants) < len(args.variant):
             raise CurveError("--variant: two variants have the same model and name; give each its own name")
         tasks = [prepare(t) for t in args.task]
-        for _, work, _, _, _ in tasks:
-            (work / "cells").mkdir(parents=True, exist_ok=True)
+        for *_, out in tasks:  # the finished cells live with the report, so a lost work folder loses no result
+            (out / "cells").mkdir(parents=True, exist_ok=True)
 
         def report(index: int | None = None) -> None:
-            for k, (paths, work, _, _, out) in enumerate(tasks):
+            for k, (paths, _, _, _, out) in enumerate(tasks):
                 if index is None or k == index:
-                    write_report(work / "cells", out, paths.name)
+                    write_report(out / "cells", out, paths.name)
             if len(tasks) > 1:
-                write_combined([(paths.name, work / "cells") for paths, work, _, _, _ in tasks], args.out)
+                write_combined([(paths.name, out / "cells") for paths, *_, out in tasks], args.out)
 
         if args.report_only:
             report()
@@ -546,15 +548,15 @@ def main(argv: list[str] | None = None) -> int:
                     raise CurveError(f"{folder}: not a folder; pass {paths.name}'s held-out images and labels "
                                      "with -i and -l")
         order = task_cell_order(list(args.models) + list(variants), args.seeds, args.minutes, len(tasks))
-        todo = [c for c in order if not (tasks[c[0]][1] / "cells" / f"{cell_key(c[2], c[1], c[3])}.json").exists()]
+        todo = [c for c in order if not (tasks[c[0]][4] / "cells" / f"{cell_key(c[2], c[1], c[3])}.json").exists()]
         names = ", ".join(paths.name for paths, *_ in tasks)
         log(f"{names}: {len(order)} cells, {len(order) - len(todo)} already done")
         start = time.perf_counter()
         for i, (t, seed, model, minutes) in enumerate(todo):
-            paths, work, images, labels, _ = tasks[t]
+            paths, work, images, labels, out = tasks[t]
             record = run_cell(paths.root, work, model, seed, args.fold, minutes, images, labels, args.threads,
                               variants.get(model))
-            write_json(record, work / "cells" / f"{cell_key(model, seed, minutes)}.json")
+            write_json(record, out / "cells" / f"{cell_key(model, seed, minutes)}.json")
             report(t)
             elapsed = time.perf_counter() - start
             log(f"{i + 1}/{len(todo)} {paths.name} {cell_key(model, seed, minutes)}: mAP@0.1 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_two_tasks_run_budget_by_budget_and_report_together(tmp_path, monkeypatc
     monkeypatch.setenv("RUD_DATA", str(data))
     work, out = tmp_path / "work", tmp_path / "out"
     for name, values in (("Task901_Nodes", (0.2, 0.4)), ("Task902_Balls", (0.9,))):
-        cells = work / name / "cells"
+        cells = out / name / "cells"  # the cells live beside the report (the work folder holds the runs)
         cells.mkdir(parents=True)
         for seed, v in enumerate(values):
             for model in ("retina_unet", "monai_plan"):
@@ -130,7 +131,8 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     work = tmp_path / "data" / "Task101_ToyShapes" / "learning_curves"
-    short, longer = (json.loads((work / "cells" / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.3"))
+    cells = tmp_path / "out" / "cells"
+    short, longer = (json.loads((cells / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.3"))
     assert longer["epochs"] > short["epochs"] and longer["batches_per_epoch"] == short["batches_per_epoch"]
     assert longer["minutes_spent"] > short["minutes_spent"] > 0
     # the clock stops the extension: the budget spent, overshot by at most the step that spent it
@@ -143,11 +145,16 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     variant_models = work / "seed0" / "variants" / "round" / "Task101_ToyShapes" / "models" / "retina_unet_2d"
     assert json.loads((variant_models / "plans.json").read_text())["anchors"]["ratios"] == [1.0]  # trained on it
     assert (variant_models / "fold0" / "checkpoint_last.pt").is_file()
-    variant = json.loads((work / "cells" / "retina_unet+round_s0_m0.3.json").read_text())
+    variant = json.loads((cells / "retina_unet+round_s0_m0.3.json").read_text())
     assert variant["overrides"] == ["anchors.ratios=[1.0]"] and 0 <= variant["map"] <= 1
     table = (tmp_path / "out" / "learning_curves.md").read_text()
     assert "| Retina U-Net | 0.01 | 1 |" in table and "| Retina U-Net | 0.3 | 1 |" in table
     assert "| Retina U-Net, round | 0.3 | 1 |" in table
+    # the work folder lost (a new machine): the cells kept with the report are done, nothing trains again
+    shutil.rmtree(work)
+    proc = run(*args)
+    assert proc.returncode == 0 and "4 cells, 4 already done" in proc.stdout, proc.stderr[-2000:]
+    assert not work.exists() and (tmp_path / "out" / "learning_curves.md").read_text() == table
     assert len((tmp_path / "out" / "learning_curves.csv").read_text().splitlines()) == 5
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 0
     proc = run(*args)  # finished cells are skipped
