@@ -252,6 +252,10 @@ class TrainingPlan:
     val_interval: int = _positive(default=1)
     keep_best: int = _positive(default=5)
     hard_negative_pool: int = _positive(default=20)
+    # a step drop of the learning rate: x lr_drop_factor from this share of the schedule on (of --max-minutes
+    # when a run has a budget, else of the epochs); null: the constant rate (the paper's)
+    lr_drop_at: float | None = _fraction(default=None)
+    lr_drop_factor: float = _fraction(default=0.1)
 
 
 @dataclass

@@ -142,3 +142,18 @@ def test_without_a_budget_every_epoch_is_whole(task):  # noqa: F811 - the fixtur
     batches = plans.training.batches_per_epoch
     assert [e["batches"] for e in trainer.history] == [batches, batches]
     assert trainer.seconds_left() == float("inf")
+
+
+def test_lr_drop_at_a_share_of_the_epochs_or_of_the_budget(task):  # noqa: F811 - the fixture
+    paths, plans = task
+    drop = plans.copy().override("training.epochs", 2).override("training.batches_per_epoch", 2) \
+        .override("training.lr_drop_at", 0.5).override("training.learning_rate", 1e-3)
+    _train(paths, drop)
+    history = load_checkpoint(paths.fold_dir("retina_unet", "2d", 0) / "checkpoint_last.pt")["history"]
+    assert [h["lr"] for h in history] == pytest.approx([1e-3, 1e-4])  # epoch 2 starts at half the schedule
+    trainer = Trainer(paths, drop, TrainOptions(fold=0, device="cpu", num_workers=0, max_minutes=1.0))
+    trainer.history = [{"seconds": 20.0}]  # a third of the budget spent before this epoch
+    assert trainer.lr_at(0, 0, 9.0) == pytest.approx(1e-3)  # 29 s of 60: full rate
+    assert trainer.lr_at(0, 0, 10.0) == pytest.approx(1e-4)  # from 30 s on (half the budget): dropped tenfold
+    constant = Trainer(paths, plans, TrainOptions(fold=0, device="cpu", num_workers=0, max_minutes=1.0))
+    assert constant.lr_at(5, 0, 1e6) == plans.training.learning_rate  # no drop planned: the constant rate

@@ -208,8 +208,11 @@ class Trainer:
             group["weight_decay"] = self.plans.training.weight_decay
         before = int(state.get("plans", {}).get("training", {}).get("epochs", epochs))
         if epochs > before:
+            t = self.plans.training
+            rate = f"the constant lr {lr:g}" if t.lr_drop_at is None else \
+                f"lr {lr:g}, x {t.lr_drop_factor:g} from {t.lr_drop_at:g} of the new schedule"
             logger.info(f"extending {path} from {before} to {epochs} epochs (trained: {self.start_epoch}): Adam's "
-                        f"moments carry on at the constant lr {lr:g}; the kept best epochs, the sweep and the "
+                        f"moments carry on at {rate}; the kept best epochs, the sweep and the "
                         "test prediction are redone at the end")
         logger.info(f"resumed {path} at epoch {self.start_epoch}")
 
@@ -291,6 +294,8 @@ class Trainer:
                 if done + skipped and time.perf_counter() - start >= left:  # the last step spent the budget
                     break
                 recheck_threads()  # other work started or stopped: the fair share follows
+                if self.plans.training.lr_drop_at is not None:
+                    self._set_lr(self.lr_at(epoch, done + skipped, time.perf_counter() - start))
                 t0 = time.perf_counter()
                 batch = next(loader)
                 wait += time.perf_counter() - t0
@@ -318,7 +323,29 @@ class Trainer:
         total = time.perf_counter() - start
         return {"losses": {k: v / max(done, 1) for k, v in sums.items()}, "skipped": skipped,
                 "seconds": total, "data_wait": wait / max(total, 1e-9), "batches": done + skipped,
-                "budget_spent": total >= left}
+                "budget_spent": total >= left, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def lr_at(self, epoch: int, step: int, elapsed: float) -> float:
+        """The plan's learning rate at ``step`` of ``epoch`` (``elapsed`` seconds into it): with
+        ``training.lr_drop_at`` set, x ``lr_drop_factor`` from that share of the schedule on, the share being the
+        training seconds spent of ``--max-minutes`` when the run has a budget, else the epochs done of the
+        plan's epochs. A run extended later (a larger budget or more epochs) goes back to the full rate until
+        the drop's share of its new schedule."""
+        t = self.plans.training
+        if t.lr_drop_at is None:
+            return t.learning_rate
+        if self.opts.max_minutes is not None:
+            share = (self.trained_seconds() + elapsed) / (60.0 * self.opts.max_minutes)
+        else:
+            share = (epoch + step / t.batches_per_epoch) / t.epochs
+        return t.learning_rate * (t.lr_drop_factor if share >= t.lr_drop_at else 1.0)
+
+    def _set_lr(self, lr: float) -> None:
+        if lr != self.optimizer.param_groups[0]["lr"]:
+            logger.info(f"learning rate {self.optimizer.param_groups[0]['lr']:g} -> {lr:g} "
+                        f"({self.trained_seconds() / 60:.2f} min of training before this epoch)")
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -343,7 +370,8 @@ class Trainer:
 
     def end_epoch(self, epoch: int, stats: dict, val_ap: float | None) -> None:
         record = {"epoch": epoch + 1, "losses": stats["losses"], "val_ap": val_ap, "skipped": stats["skipped"],
-                  "seconds": stats["seconds"], "data_wait": stats["data_wait"], "batches": stats["batches"]}
+                  "seconds": stats["seconds"], "data_wait": stats["data_wait"], "batches": stats["batches"],
+                  "lr": stats["lr"]}
         self.history.append(record)
         if not self.ctx.is_main:
             return
