@@ -19,7 +19,10 @@ How the budgets are spent:
   (``planning/schedule.py``, as ``rud_plan --train-minutes``) and sets the batches per epoch; a new run then
   trains one epoch, and each budget trains until the run's training steps reach its minutes
   (``--max-minutes``: the clock stops it mid-epoch, as MONAI's loop stops; ``K`` is only a cap, twice the
-  epochs the run's measured seconds per epoch would give). Cells run before this clock stop (they record no
+  epochs the run's measured seconds per epoch would give). A run that starts when a cell of the same model
+  and seed is already finished (its seed root was lost), and a variant's run, take the epoch length of that
+  cell (a variant: of its base detector's cell of the seed) instead of a measured step, so the compared runs
+  validate and keep checkpoints at the same steps. Cells run before this clock stop (they record no
   ``"stop"``) trained whole epochs sized from the seconds per epoch measured so far, and spent 4.3 to 5.4 of 5
   minutes and 17.9 to 22.4 of 20; cells with ``"stop": "clock"`` spend their budget to within one step. The
   end-of-training sweep runs as in any ``rud_train``; the fold's own test prediction is skipped (``--no-test``).
@@ -210,14 +213,27 @@ def first_schedule(plans, model: str, minutes: float, threads: int | None) -> tu
     return epochs, batches, step
 
 
+def known_batches(cells_dir: Path, model: str, seed: int) -> int | None:
+    """Batches per epoch of the first finished cell of ``model`` and ``seed`` (else of a variant's base detector
+    and ``seed``): a run started again (its seed root lost) or a variant then has the epoch length, and so the
+    validations and kept checkpoints, of the cells it is compared with. None when there is none."""
+    cells = load_cells(cells_dir)
+    for m in dict.fromkeys((model, base_model(model))):
+        found = [c for c in cells if c["model"] == m and c["seed"] == seed and c.get("batches_per_epoch")]
+        if found:
+            return int(min(found, key=lambda c: c["minutes"])["batches_per_epoch"])
+    return None
+
+
 def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, minutes: float,
-                  schedule_file: Path, threads: int | None) -> dict:
+                  schedule_file: Path, threads: int | None, batches: int | None = None) -> dict:
     """Train (or extend) the seed's run of ``model`` to ``minutes``; returns what it spent.
 
-    The epoch length (batches per epoch) comes from one measured step, once per model and seed, kept in
-    ``schedule_file``. The number of epochs comes from the run itself: a new run trains one epoch first (no sweep),
-    then every budget gets the epochs that fill it at the seconds per epoch the run has measured so far. So a step
-    measured slow or fast (another job beside it, costs the measured step leaves out) does not size the budget."""
+    The epoch length (batches per epoch) is ``batches`` where given, else it comes from one measured step; once
+    per model and seed, kept in ``schedule_file``. The number of epochs comes from the run itself: a new run
+    trains one epoch first (no sweep), then every budget gets the epochs that fill it at the seconds per epoch the
+    run has measured so far. So a step measured slow or fast (another job beside it, costs the measured step
+    leaves out) does not size the budget."""
     from retinaunet.plans import load_plans
 
     base = base_model(model)  # a variant trains its base detector on its root's changed plans
@@ -226,9 +242,12 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
     schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else {}
     key = f"{model}_s{seed}"
     if key not in schedule:
-        epochs, batches, step = first_schedule(plans, base, minutes, threads)
-        schedule[key] = {"estimated_epochs": epochs, "batches": batches, "step_seconds": step,
-                         "first_minutes": minutes}
+        if batches:  # the epoch length of the finished cells this run is compared with (see known_batches)
+            schedule[key] = {"batches": batches, "from": "finished cells"}
+        else:
+            epochs, batches, step = first_schedule(plans, base, minutes, threads)
+            schedule[key] = {"estimated_epochs": epochs, "batches": batches, "step_seconds": step,
+                             "first_minutes": minutes}
         write_json(schedule, schedule_file)
     batches = int(schedule[key]["batches"])
     cmd = [str(BIN / "rud_train"), str(fold), "-t", task_dir.name, "--model", base, "--seed", str(seed),
@@ -267,8 +286,10 @@ def score(pred_dir: Path, labels: Path, class_names: list[str]) -> dict:
 
 
 def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minutes: float, images: Path,
-             labels: Path, threads: int | None, overrides: list[str] | None = None) -> dict:
-    """Train ``model`` (a variant: ``MODEL+NAME`` with its plan ``overrides``) to ``minutes``, predict and score."""
+             labels: Path, threads: int | None, overrides: list[str] | None = None,
+             batches: int | None = None) -> dict:
+    """Train ``model`` (a variant: ``MODEL+NAME`` with its plan ``overrides``) to ``minutes``, predict and score;
+    ``batches``: the epoch length of a project run that starts now (see :func:`known_batches`)."""
     from retinaunet.io import read_json
 
     root = variant_root(task_dir, work, seed, model, overrides) if "+" in model else seed_root(task_dir, work, seed)
@@ -281,7 +302,8 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
              root.parent, threads, f"peer_monai.py ({MONAI_BACKBONES[model]} backbone, seed {seed}, {minutes:g} min)")
         spent = {"minutes_spent": float(minutes)}
     else:
-        spent = train_project(task_dir, root, model, seed, fold, minutes, work / "schedules.json", threads)
+        spent = train_project(task_dir, root, model, seed, fold, minutes, work / "schedules.json", threads,
+                              batches)
         _run([str(BIN / "rud_predict"), "-t", task_dir.name, "-i", str(images), "-o", str(out), "--folds", str(fold),
               "--model", base_model(model), "--overwrite"], root.parent, threads, f"rud_predict ({model}, seed {seed})")
     names = [v for _, v in sorted(read_json(task_dir / "dataset.json")["labels"].items(), key=lambda kv: int(kv[0]))]
@@ -555,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (t, seed, model, minutes) in enumerate(todo):
             paths, work, images, labels, out = tasks[t]
             record = run_cell(paths.root, work, model, seed, args.fold, minutes, images, labels, args.threads,
-                              variants.get(model))
+                              variants.get(model), known_batches(out / "cells", model, seed))
             write_json(record, out / "cells" / f"{cell_key(model, seed, minutes)}.json")
             report(t)
             elapsed = time.perf_counter() - start

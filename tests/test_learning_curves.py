@@ -34,6 +34,17 @@ def _cell(model: str, seed: int, minutes: float, value: float) -> dict:
             "6-10": 2}, "epochs": 2, "batches_per_epoch": 5, "wall_seconds": 1.0, "finished": "-"}
 
 
+def test_known_batches_come_from_the_first_cell_of_the_model_or_of_a_variants_base(tmp_path):
+    for model, seed, minutes, batches in (("retina_unet", 0, 20.0, 71), ("retina_unet", 0, 5.0, 64),
+                                          ("retina_unet", 1, 5.0, 101), ("monai_plan", 2, 5.0, None)):
+        cell = {**_cell(model, seed, minutes, 0.5), "batches_per_epoch": batches}
+        (tmp_path / f"{curves.cell_key(model, seed, minutes)}.json").write_text(json.dumps(cell))
+    assert curves.known_batches(tmp_path, "retina_unet", 0) == 64  # its first budget's
+    assert curves.known_batches(tmp_path, "retina_unet+lrdrop", 1) == 101  # a variant: its base's, same seed
+    assert curves.known_batches(tmp_path, "retina_unet+lrdrop", 2) is None  # nothing to follow: measured
+    assert curves.known_batches(tmp_path, "retina_net", 0) is None
+
+
 def test_two_tasks_run_budget_by_budget_and_report_together(tmp_path, monkeypatch):
     order = curves.cell_order(["retina_unet"], [0, 1], [20.0, 5.0], tasks=2)
     assert [(t, b) for t, _, _, b in order] == [(0, 5.0), (0, 5.0), (1, 5.0), (1, 5.0),
@@ -147,6 +158,7 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     assert (variant_models / "fold0" / "checkpoint_last.pt").is_file()
     variant = json.loads((cells / "retina_unet+round_s0_m0.3.json").read_text())
     assert variant["overrides"] == ["anchors.ratios=[1.0]"] and 0 <= variant["map"] <= 1
+    assert variant["batches_per_epoch"] == short["batches_per_epoch"]  # the epochs of the cells it pairs with
     table = (tmp_path / "out" / "learning_curves.md").read_text()
     assert "| Retina U-Net | 0.01 | 1 |" in table and "| Retina U-Net | 0.3 | 1 |" in table
     assert "| Retina U-Net, round | 0.3 | 1 |" in table
