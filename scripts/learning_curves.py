@@ -258,6 +258,10 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
                     "--max-minutes", f"{minutes:g}"], root.parent,
              threads, f"rud_train ({model}, seed {seed}, first epoch)")
         state = _last_state(fold_dir)
+    if trained_seconds(state["history"]) > 60.0 * minutes + 1.0:
+        raise CurveError(f"{fold_dir} has trained {trained_seconds(state['history']) / 60:.2f} min, past this cell's "
+                         f"{minutes:g}: a longer budget ran first in this work folder; give the shorter budget its "
+                         "own work folder (--work) or delete that run to train it from scratch")
     cap = max(state["epoch"] + 1, 2 * epochs_for(minutes, state["history"]))  # the clock stops it before
     sweep = fold_dir / "sweep.json"
     done = (trained_seconds(state["history"]) >= 60.0 * minutes - 1e-3 and sweep.is_file()
@@ -285,14 +289,30 @@ def score(pred_dir: Path, labels: Path, class_names: list[str]) -> dict:
             "objects_by_size": objects}
 
 
+def budget_root(root: Path, minutes: float) -> Path:
+    """``<root's parent>/m<minutes>/<task>``: a run of its own for one budget, for a plan whose learning rate drops
+    at a share of the budget (``training.lr_drop_at``): extending a shorter run would train the longer budget on
+    a schedule that dropped early and went back to the full rate. Inputs and plans are links to ``root``'s."""
+    own = root.parent / f"m{minutes:g}" / root.name
+    own.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        src, dst = root / name, own / name
+        if src.exists() and not dst.exists():
+            dst.symlink_to(src.resolve())
+    return own
+
+
 def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minutes: float, images: Path,
              labels: Path, threads: int | None, overrides: list[str] | None = None,
              batches: int | None = None) -> dict:
     """Train ``model`` (a variant: ``MODEL+NAME`` with its plan ``overrides``) to ``minutes``, predict and score;
     ``batches``: the epoch length of a project run that starts now (see :func:`known_batches`)."""
     from retinaunet.io import read_json
+    from retinaunet.plans import load_plans
 
     root = variant_root(task_dir, work, seed, model, overrides) if "+" in model else seed_root(task_dir, work, seed)
+    if model not in MONAI_BACKBONES and load_plans(root / "plans.json").training.lr_drop_at is not None:
+        root = budget_root(root, minutes)
     out = root / "predictions" / cell_key(model, seed, minutes)
     start = time.perf_counter()
     if model in MONAI_BACKBONES:

@@ -9,14 +9,21 @@ task's held-out test images (the same for every cell) and scores AP@0.1. Stages 
 commands' own entry functions (``rud_train``, ``rud_predict``), in this process.
 
 Cells run in an order that makes a partly finished study informative (:func:`cell_order`).
-Resumable: each finished cell is a JSON file under ``<data-root>/cells/``; a rerun skips those and
-re-trains an interrupted one from scratch. After every cell the CSV, the markdown table and the figure
-are rewritten from all finished cells, so an interrupted study still leaves its results.
+Resumable: each finished cell is a JSON file beside the report, under ``<out>/cells/`` (committed with it,
+so a lost data folder loses no result); a rerun skips those and re-trains an interrupted one from scratch.
+After every cell the CSV, the markdown table and the figure are rewritten from all finished cells, so an
+interrupted study still leaves its results.
 
     .venv/bin/python scripts/toy_study.py --quick     # 2-core CPU: 2 sizes x 2 seeds x 4 models x 3 tasks
     .venv/bin/python scripts/toy_study.py             # full profile (a GPU): the paper's data sizes, six models
     .venv/bin/python scripts/toy_study.py --quick --report-only   # rewrite table and figure from the cells
     .venv/bin/python scripts/toy_study.py --profile pair  # Retina U-Net vs Retina Net, 400 steps per cell
+    .venv/bin/python scripts/toy_study.py --profile settle --models retina_unet+lrdrop \
+        --variant lrdrop retina_unet training.lr_drop_at=0.53   # a variant, paired with its base by seed
+
+A variant (``--variant NAME MODEL KEY=VALUE ...``) is a model trained with plan overrides, named
+``MODEL+NAME`` in cells and report; the report adds it beside the profile's models and pairs it by seed with
+its base model (variant minus base, with the same bootstrap interval as the central pair).
 
 Parts of one study may run at once in separate processes as long as no two share a task (each task
 folder holds one splits.json and one model folder per model): e.g. one process per ``--kinds``.
@@ -169,8 +176,25 @@ def cell_key(kind: str, n: int, model: str, seed: int) -> str:
     return f"{kind}_n{n:04d}_{model}_s{seed}"
 
 
-def run_cell(task_dir: Path, prof: Profile, kind: str, n: int, model: str, seed: int, device: str) -> dict:
-    """Train, predict and score one cell; returns its record."""
+def base_model(model: str) -> str:
+    """The detector a model name trains: a variant ``retina_unet+lrdrop`` trains ``retina_unet``."""
+    return model.split("+", 1)[0]
+
+
+def model_label(model: str) -> str:
+    base, _, variant = model.partition("+")
+    return MODEL_NAMES[base] + (f", {variant}" if variant else "")
+
+
+def report_models(cells: list[dict], prof: Profile) -> tuple[str, ...]:
+    """The profile's models, then every variant that has a finished cell (in name order)."""
+    variants = sorted({c["model"] for c in cells if c["model"] not in prof.models and "+" in c["model"]})
+    return tuple(prof.models) + tuple(variants)
+
+
+def run_cell(task_dir: Path, prof: Profile, kind: str, n: int, model: str, seed: int, device: str,
+             overrides: tuple[str, ...] = ()) -> dict:
+    """Train, predict and score one cell (a variant: its base model with ``overrides``); returns its record."""
     from retinaunet.inference.cli import main as predict_main
 
     from retinaunet.evaluation.evaluate import evaluate_folder
@@ -179,7 +203,8 @@ def run_cell(task_dir: Path, prof: Profile, kind: str, n: int, model: str, seed:
 
     number = str(TASK_NUMBERS[kind])
     write_json([study_split(prof, n, seed)], task_dir / "splits.json")
-    argv = ["0", "-t", number, "--model", model, "--seed", str(seed), "--force", "--no-test",
+    detector = base_model(model)
+    argv = ["0", "-t", number, "--model", detector, "--seed", str(seed), "--force", "--no-test",
             "--device", device]
     if prof.epochs is not None:
         argv += ["--epochs", str(prof.epochs)]
@@ -187,6 +212,8 @@ def run_cell(task_dir: Path, prof: Profile, kind: str, n: int, model: str, seed:
         argv += ["--batches-per-epoch", str(prof.batches)]
     if prof.keep_best is not None:
         argv += ["--override", f"training.keep_best={prof.keep_best}"]
+    for item in overrides:
+        argv += ["--override", item]
     start = time.perf_counter()
     _run(train_main, argv, "rud_train")
     train_s = time.perf_counter() - start
@@ -195,14 +222,14 @@ def run_cell(task_dir: Path, prof: Profile, kind: str, n: int, model: str, seed:
     shutil.rmtree(pred_dir, ignore_errors=True)
     start = time.perf_counter()
     _run(predict_main, ["-t", number, "-i", str(task_dir / "raw_splitted" / "imagesTs"), "-o", str(pred_dir),
-                        "--folds", "0", "--model", model, "--device", device]
+                        "--folds", "0", "--model", detector, "--device", device]
          + ([] if prof.mirror else ["--no-tta"]), "rud_predict")
     predict_s = time.perf_counter() - start
     names = [v for _, v in sorted(read_json(task_dir / "dataset.json")["labels"].items(), key=lambda kv: int(kv[0]))]
     metrics = evaluate_folder(pred_dir, task_dir / "raw_splitted" / "labelsTs", (0.1,), None, names)
-    fold_dirs = sorted((task_dir / "models").glob(f"{model}_*/fold0"))
+    fold_dirs = sorted((task_dir / "models").glob(f"{detector}_*/fold0"))
     best = read_json(fold_dirs[0] / "best_epochs.json")["epochs"] if fold_dirs else []
-    return {"kind": kind, "n": n, "model": model, "seed": seed,
+    return {"kind": kind, "n": n, "model": model, "seed": seed, **({"overrides": list(overrides)} if overrides else {}),
             "ap": metrics["mAP"]["0.1"], "ap_per_class": metrics["AP"]["0.1"],
             "best_val_ap": max((b["val_ap"] for b in best), default=None),
             "train_s": round(train_s, 1), "predict_s": round(predict_s, 1), "device": device,
@@ -234,12 +261,13 @@ def write_csv(cells: list[dict], path: Path) -> None:
 def markdown_table(cells: list[dict], prof: Profile, title: str) -> str:
     """Mean AP@0.1 (%) over seeds with the range, per task and size (rows) and model (columns)."""
     groups = summarise(cells)
-    lines = [title, "", "| task | n | " + " | ".join(MODEL_NAMES[m] for m in prof.models) + " |",
-             "|---|---|" + "---|" * len(prof.models)]
+    models = report_models(cells, prof)
+    lines = [title, "", "| task | n | " + " | ".join(model_label(m) for m in models) + " |",
+             "|---|---|" + "---|" * len(models)]
     for k in prof.kinds:
         for n in prof.sizes:
             row = []
-            for m in prof.models:
+            for m in models:
                 v = groups.get((k, m, n))
                 if not v:
                     row.append("-")
@@ -260,21 +288,22 @@ PAIRED_MIN_SEEDS = 8  # a percentile bootstrap over fewer seeds is too coarse to
 
 
 def paired_differences(cells: list[dict], prof: Profile, samples: int = PAIRED_SAMPLES,
-                       confidence: float = PAIRED_CONFIDENCE, seed: int = 0) -> list[dict]:
-    """Retina U-Net minus Retina Net, AP@0.1 per seed (paired: both trained on the seed's training images
-    with the seed), per task and size, over the seeds both finished: the mean difference, its bootstrap
-    interval (the seeds resampled with replacement; ``None`` with fewer than two seeds), the wins, ties and
-    losses of Retina U-Net and the differences themselves."""
+                       confidence: float = PAIRED_CONFIDENCE, seed: int = 0,
+                       pair: tuple[str, str] = PAIR) -> list[dict]:
+    """``pair[0]`` minus ``pair[1]`` (Retina U-Net minus Retina Net by default; a variant minus its base), AP@0.1
+    per seed (paired: both trained on the seed's training images with the seed), per task and size, over the
+    seeds both finished: the mean difference, its bootstrap interval (the seeds resampled with replacement;
+    ``None`` with fewer than two seeds), the wins, ties and losses of ``pair[0]`` and the differences."""
     ap = {(c["kind"], c["n"], c["model"], c["seed"]): float(c["ap"] or 0.0) for c in cells}
     rng = np.random.default_rng(seed)
     rows = []
     for kind in prof.kinds:
         for n in prof.sizes:
-            seeds = sorted(s for (k, m_n, m, s) in ap if (k, m_n, m) == (kind, n, PAIR[0])
-                           and (kind, n, PAIR[1], s) in ap)
+            seeds = sorted(s for (k, m_n, m, s) in ap if (k, m_n, m) == (kind, n, pair[0])
+                           and (kind, n, pair[1], s) in ap)
             if not seeds:
                 continue
-            d = np.array([ap[(kind, n, PAIR[0], s)] - ap[(kind, n, PAIR[1], s)] for s in seeds])
+            d = np.array([ap[(kind, n, pair[0], s)] - ap[(kind, n, pair[1], s)] for s in seeds])
             interval = None
             if len(d) > 1:
                 means = d[rng.integers(0, len(d), size=(samples, len(d)))].mean(axis=1)
@@ -287,34 +316,35 @@ def paired_differences(cells: list[dict], prof: Profile, samples: int = PAIRED_S
     return rows
 
 
-def paired_verdict(row: dict) -> str:
+def paired_verdict(row: dict, pair: tuple[str, str] = PAIR) -> str:
     """A plain reading of one paired row: who leads, or that the seeds do not settle it (too few seeds to read
     one: under ``PAIRED_MIN_SEEDS``)."""
     if len(row["seeds"]) < PAIRED_MIN_SEEDS:
         return f"{len(row['seeds'])} seed(s) so far: too few to read (needs {PAIRED_MIN_SEEDS})"
     lo, hi = row["interval"]
     if lo > 0:
-        return "Retina U-Net ahead"
+        return f"{model_label(pair[0])} ahead"
     if hi < 0:
-        return "Retina Net ahead"
+        return f"{model_label(pair[1])} ahead"
     return "not settled (the interval holds 0)"
 
 
-def paired_table(cells: list[dict], prof: Profile) -> str:
-    """The paired differences as markdown ('' when no seed has both detectors)."""
-    rows = paired_differences(cells, prof)
+def paired_table(cells: list[dict], prof: Profile, pair: tuple[str, str] = PAIR) -> str:
+    """The paired differences as markdown ('' when no seed has both models)."""
+    rows = paired_differences(cells, prof, pair=pair)
     if not rows:
         return ""
     pct = int(round(100 * PAIRED_CONFIDENCE))
-    lines = ["| task | n | seeds | Retina U-Net - Retina Net (points) | " + f"{pct}% interval | "
+    a, b = model_label(pair[0]), model_label(pair[1])
+    lines = [f"| task | n | seeds | {a} - {b} (points) | " + f"{pct}% interval | "
              "wins / ties / losses | reading |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         interval = "-" if r["interval"] is None else f"[{100 * r['interval'][0]:+.1f}, {100 * r['interval'][1]:+.1f}]"
         lines.append(f"| {r['kind']} | {r['n']} | {len(r['seeds'])} | {100 * r['mean_difference']:+.1f} | "
-                     f"{interval} | {r['wins']} / {r['ties']} / {r['losses']} | {paired_verdict(r)} |")
-    lines += ["", f"AP@0.1 of Retina U-Net minus Retina Net for the same seed (the same training images and "
+                     f"{interval} | {r['wins']} / {r['ties']} / {r['losses']} | {paired_verdict(r, pair)} |")
+    lines += ["", f"AP@0.1 of {a} minus {b} for the same seed (the same training images and "
               f"initialisation seed), mean over the seeds both finished; {pct}% bootstrap interval of that "
-              f"mean over {PAIRED_SAMPLES} resamples of the seeds; wins: seeds where Retina U-Net scored higher."]
+              f"mean over {PAIRED_SAMPLES} resamples of the seeds; wins: seeds where {a} scored higher."]
     return "\n".join(lines) + "\n"
 
 
@@ -324,21 +354,23 @@ def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     groups = summarise(cells)
+    models = report_models(cells, prof)
     colors = {"retina_unet": "tab:blue", "retina_net": "tab:green", "det_unet": "tab:cyan",
               "faster_rcnn": "tab:orange", "u_faster_rcnn": "tab:red", "mask_rcnn": "tab:purple"}
     fig, axes = plt.subplots(1, len(prof.kinds), figsize=(4.2 * len(prof.kinds), 3.8), sharey=True)
     for ax, kind in zip(np.atleast_1d(axes), prof.kinds):
-        for m in prof.models:
+        for m in models:
             pts = [(n, groups[(kind, m, n)]) for n in prof.sizes if groups.get((kind, m, n))]
             if not pts:
                 continue
             x = np.array([n for n, _ in pts], dtype=float)
             mean = np.array([np.mean(v) for _, v in pts])
             lo, hi = np.array([min(v) for _, v in pts]), np.array([max(v) for _, v in pts])
-            ax.plot(x, mean, "o-", color=colors[m], label=MODEL_NAMES[m])
-            ax.fill_between(x, lo, hi, color=colors[m], alpha=0.15, linewidth=0)
+            color, variant = colors[base_model(m)], "+" in m
+            ax.plot(x, mean, "s--" if variant else "o-", color=color, label=model_label(m))
+            ax.fill_between(x, lo, hi, color=color, alpha=0.08 if variant else 0.15, linewidth=0)
             for n, v in pts:
-                ax.scatter([n] * len(v), v, color=colors[m], s=8, alpha=0.5)
+                ax.scatter([n] * len(v), v, color=color, s=8, alpha=0.5, marker="s" if variant else "o")
         ax.set_xscale("log")
         ax.set_xlim(min(prof.sizes) / 1.5, max(prof.sizes) * 1.5)
         ax.set_xticks(list(prof.sizes), [str(n) for n in prof.sizes])
@@ -362,12 +394,22 @@ def write_report(cells_dir: Path, out_dir: Path, prof: Profile, name: str) -> No
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     total = len(prof.kinds) * len(prof.sizes) * len(prof.models) * len(prof.seeds)
-    title = f"Toy study ({name} profile): {len(cells)} of {total} cells"
+    own = sum(c["model"] in prof.models for c in cells)
+    title = f"Toy study ({name} profile): {own} of {total} cells"
+    if own < len(cells):
+        title += f", and {len(cells) - own} of variants"
     write_csv(cells, out_dir / "toy_study.csv")
     paired = paired_table(cells, prof) if set(PAIR) <= set(prof.models) else ""
+    text = markdown_table(cells, prof, f"### {title}")
+    if paired:
+        text += f"\n### Paired by seed: Retina U-Net against Retina Net\n\n{paired}"
+    for variant in report_models(cells, prof)[len(prof.models):]:
+        pair = (variant, base_model(variant))
+        table = paired_table(cells, prof, pair)
+        if table:
+            text += f"\n### Paired by seed: {model_label(pair[0])} against {model_label(pair[1])}\n\n{table}"
     with atomic_path(out_dir / "toy_study.md") as md:
-        md.write_text(markdown_table(cells, prof, f"### {title}")
-                      + (f"\n### Paired by seed: Retina U-Net against Retina Net\n\n{paired}" if paired else ""))
+        md.write_text(text)
     if paired:
         write_json(paired_differences(cells, prof), out_dir / "paired.json")
     plot(cells, prof, out_dir / "toy_study.png", title + "; line: mean over seeds, band: min-max")
@@ -381,13 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=tuple(PROFILES), default=None,
                         help="a profile by name (--quick is --profile quick; default full)")
     parser.add_argument("--data-root", type=Path, default=None,
-                        help="where the study's task folders and finished cells live "
-                             "(default data/toy_study_<profile> in the repository)")
+                        help="where the study's task folders live (default data/toy_study_<profile> in the "
+                             "repository)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for toy_study.csv/.md/.png (default docs/toy_study/<profile>)")
+                        help="folder for toy_study.csv/.md/.png and the finished cells (cells/; default "
+                             "docs/toy_study/<profile>)")
     parser.add_argument("--device", default="cpu" if not __import__("torch").cuda.is_available() else "cuda")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=None, help="only these tasks")
-    parser.add_argument("--models", nargs="+", choices=tuple(MODEL_NAMES), default=None, help="only these models")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"only these models ({', '.join(MODEL_NAMES)}, or a --variant's MODEL+NAME)")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME MODEL KEY=VALUE",
+                        help="a model trained with plan overrides, run and reported as MODEL+NAME beside the "
+                             "profile's models and paired with MODEL by seed (repeatable)")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="only these training-set sizes")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per cell (changes results)")
@@ -399,6 +446,17 @@ def main(argv: list[str] | None = None) -> int:
     name = args.profile or ("quick" if args.quick else "full")
     whole = PROFILES[name]  # the report covers the whole profile, even when this process runs a part
     prof = replace(whole, extra=dict(whole.extra))
+    variants: dict[str, tuple[str, ...]] = {}
+    for spec in args.variant:
+        if len(spec) < 3 or spec[1] not in MODEL_NAMES or not all("=" in o for o in spec[2:]) or "+" in spec[0]:
+            parser.error(f"--variant {' '.join(spec)}: give NAME MODEL KEY=VALUE [KEY=VALUE ...] with MODEL one "
+                         f"of {', '.join(MODEL_NAMES)} (e.g. --variant lrdrop retina_unet training.lr_drop_at=0.53)")
+        variants[f"{spec[1]}+{spec[0]}"] = tuple(spec[2:])
+    for m in args.models or ():
+        if m not in MODEL_NAMES and m not in variants:
+            parser.error(f"--models {m}: not a model ({', '.join(MODEL_NAMES)}) nor a --variant given")
+    if variants and not args.models:
+        prof.models = tuple(prof.models) + tuple(variants)
     for key in ("kinds", "models", "seeds"):
         if getattr(args, key):
             setattr(prof, key, tuple(getattr(args, key)))
@@ -411,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         prof.batches = args.batches
     root = (args.data_root or ROOT / "data" / f"toy_study_{name}").resolve()
     out_dir = (args.out or ROOT / "docs" / "toy_study" / name).resolve()
-    cells_dir = root / "cells"
+    cells_dir = out_dir / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     os.environ["RUD_DATA"] = str(root)
     if not sys.stderr.isatty():  # a log file: the per-cell lines below, not progress bars
@@ -439,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for i, (seed, n, kind, model) in enumerate(todo):
         key = cell_key(kind, n, model, seed)
-        record = run_cell(tasks[kind], prof, kind, n, model, seed, args.device)
+        record = run_cell(tasks[kind], prof, kind, n, model, seed, args.device, variants.get(model, ()))
         write_json(record, cells_dir / f"{key}.json")
         write_report(cells_dir, out_dir, whole, name)
         elapsed = time.perf_counter() - start

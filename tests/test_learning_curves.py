@@ -122,6 +122,40 @@ def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_a_run_whose_rate_drops_gets_a_root_per_budget(tmp_path):
+    task = tmp_path / "Task901_Nodes"
+    (task / "preprocessed").mkdir(parents=True)
+    (task / "plans.json").write_text("{}")
+    root = tmp_path / "work" / "seed0" / "variants" / "lrdrop" / task.name
+    root.mkdir(parents=True)
+    (root / "plans.json").write_text('{"changed": 1}')
+    (root / "preprocessed").symlink_to(task / "preprocessed")
+    five, twenty = curves.budget_root(root, 5.0), curves.budget_root(root, 20.0)
+    assert five == root.parent / "m5" / task.name and twenty == root.parent / "m20" / task.name
+    assert json.loads((five / "plans.json").read_text()) == {"changed": 1}  # the variant's plans, not the task's
+    assert (five / "preprocessed").resolve() == (task / "preprocessed").resolve()
+    assert curves.budget_root(root, 5.0) == five  # made once, the same folder again
+
+
+def test_a_run_trained_past_the_budget_is_not_scored_as_it(tmp_path):
+    import torch
+
+    from retinaunet.plans import make_test_plans
+
+    plans = make_test_plans(dim=3, patch_size=[16, 32, 32])
+    root = tmp_path / "work" / "seed0" / "Task901_Nodes"
+    fold = root / "models" / f"retina_unet_{plans.plan_name}" / "fold0"
+    fold.mkdir(parents=True)
+    (root / "plans.json").write_text(json.dumps(plans.to_dict()))
+    torch.save({"epoch": 2, "history": [{"seconds": 600.0}, {"seconds": 600.0}]}, fold / "checkpoint_last.pt")
+    try:  # 20 minutes trained, a 5-minute cell asked for: refused before any training
+        curves.train_project(tmp_path / "Task901_Nodes", root, "retina_unet", 0, 0, 5.0, tmp_path / "s.json", None, 10)
+    except curves.CurveError as err:
+        assert "20.00 min, past this cell's 5" in str(err) and "--work" in str(err)
+    else:
+        raise AssertionError("a 20-minute run was taken for a 5-minute cell")
+
+
 def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     env = {"RUD_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:/usr/bin:/bin"}
 

@@ -83,3 +83,42 @@ def test_paired_differences_by_seed(tmp_path):
     assert two["wins"] == 2 and two["interval"][0] > 0 and "too few" in ts.paired_verdict(two)
     table = ts.paired_table(cells, prof)
     assert "| shapes | 8 | 8 | +10.0 |" in table and "8 / 0 / 0 | Retina U-Net ahead" in table
+
+
+def test_a_variant_is_reported_beside_its_base_and_paired_with_it(tmp_path):
+    ts = _module()
+    prof = ts.PROFILES["settle"]
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    # scales n=8: the variant beats its base by 0.05 on every seed; its base is also paired with Retina Net
+    for seed in range(8):
+        for model, ap in (("retina_unet", 0.70), ("retina_net", 0.72), ("retina_unet+lrdrop", 0.75)):
+            record = {"kind": "scales", "n": 8, "model": model, "seed": seed, "ap": ap + 0.01 * seed,
+                      "ap_per_class": {"small": ap, "large": ap}, "best_val_ap": ap, "train_s": 1.0,
+                      "predict_s": 1.0, "device": "cpu", "finished": "now"}
+            (cells / f"{ts.cell_key('scales', 8, model, seed)}.json").write_text(json.dumps(record))
+    assert ts.base_model("retina_unet+lrdrop") == "retina_unet" and ts.base_model("retina_net") == "retina_net"
+    assert ts.model_label("retina_unet+lrdrop") == "Retina U-Net, lrdrop"
+    ts.write_report(cells, tmp_path / "out", prof, "settle")
+    table = (tmp_path / "out" / "toy_study.md").read_text()
+    assert "16 of 96 cells, and 8 of variants" in table
+    assert "| task | n | Retina U-Net | Retina Net | Retina U-Net, lrdrop |" in table
+    assert "| scales | 8 | 73.5 (70-77) | 75.5 (72-79) | 78.5 (75-82) |" in table
+    assert "Paired by seed: Retina U-Net, lrdrop against Retina U-Net" in table
+    assert "| scales | 8 | 8 | +5.0 |" in table and "8 / 0 / 0 | Retina U-Net, lrdrop ahead" in table
+    assert "| scales | 8 | 8 | -2.0 |" in table and "0 / 0 / 8 | Retina Net ahead" in table
+    assert len((tmp_path / "out" / "toy_study.csv").read_text().splitlines()) == 25
+
+
+def test_variant_arguments_are_checked(tmp_path, capsys):
+    ts = _module()
+    for bad in (["--variant", "lrdrop", "retina_unet"], ["--variant", "lrdrop", "no_such_model", "a.b=1"],
+                ["--variant", "lrdrop", "retina_unet", "nokeyvalue"], ["--models", "retina_unet+other"]):
+        try:
+            ts.main(["--profile", "tiny", "--data-root", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                     "--report-only", *bad])
+        except SystemExit as stop:
+            assert stop.code == 2
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    assert "--variant" in capsys.readouterr().err
