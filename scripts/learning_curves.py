@@ -50,6 +50,10 @@ Variants, to improve a detector by measurement: ``--variant NAME MODEL KEY=VALUE
 are ``MODEL+NAME`` and its seed roots ``<work>/seed<s>/variants/<NAME>/<task>``, holding the changed
 ``plans.json``; the same seeds and budgets as the other detectors, so each variant cell pairs with its base
 model's cell of the same seed. The table names each variant's changes.
+A plan whose learning rate drops at a share of the budget (``training.lr_drop_at``) cannot be extended from
+one budget to the next (the longer budget would run at the full rate again after an early drop), so each of its
+budgets is a run of its own from scratch, in ``<seed root>/../m<minutes>/<task>``. A run that has trained past a
+cell's budget (a longer budget ran first in the same work folder) is refused rather than scored as that budget.
 
 Timed work: run it alone on the machine (another job beside it changes how many steps a minute holds).
 """
