@@ -203,9 +203,8 @@ class Trainer:
             raise TrainingError(f"{path}: the run has trained {self.start_epoch} epochs, more than the {epochs} "
                                 f"asked for; pass --epochs N with N >= {self.start_epoch} to extend it, or --force "
                                 "to start over")
-        for group in self.optimizer.param_groups:  # the plan's lr (an --override given with --resume acts from here)
-            group["lr"] = lr
-            group["weight_decay"] = self.plans.training.weight_decay
+        # the plan's lr and weight decay (an --override given with --resume acts from here)
+        self._set_groups(lr=lr, weight_decay=self.plans.training.weight_decay)
         before = int(state.get("plans", {}).get("training", {}).get("epochs", epochs))
         if epochs > before:
             t = self.plans.training
@@ -286,6 +285,7 @@ class Trainer:
                                    seed=self._loader_seed(epoch))
         sums: dict[str, float] = defaultdict(float)
         left = self.seconds_left()  # a budget in minutes ends the epoch at the step that spends it
+        before = self.trained_seconds()
         done, skipped, bad_in_row, wait, start = 0, 0, 0, 0.0, time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{self.plans.training.epochs}",
                    disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
@@ -295,7 +295,7 @@ class Trainer:
                     break
                 recheck_threads()  # other work started or stopped: the fair share follows
                 if self.plans.training.lr_drop_at is not None:
-                    self._set_lr(self.lr_at(epoch, done + skipped, time.perf_counter() - start))
+                    self._set_lr(self.lr_at(epoch, done + skipped, time.perf_counter() - start, before))
                 t0 = time.perf_counter()
                 batch = next(loader)
                 wait += time.perf_counter() - t0
@@ -325,8 +325,9 @@ class Trainer:
                 "seconds": total, "data_wait": wait / max(total, 1e-9), "batches": done + skipped,
                 "budget_spent": total >= left, "lr": self.optimizer.param_groups[0]["lr"]}
 
-    def lr_at(self, epoch: int, step: int, elapsed: float) -> float:
-        """The plan's learning rate at ``step`` of ``epoch`` (``elapsed`` seconds into it): with
+    def lr_at(self, epoch: int, step: int, elapsed: float, before: float | None = None) -> float:
+        """The plan's learning rate at ``step`` of ``epoch`` (``elapsed`` seconds into it, ``before`` seconds of
+        training before it: the history's when not given): with
         ``training.lr_drop_at`` set, x ``lr_drop_factor`` from that share of the schedule on, the share being the
         training seconds spent of ``--max-minutes`` when the run has a budget, else the epochs done of the
         plan's epochs. A run extended later (a larger budget or more epochs) goes back to the full rate until
@@ -335,7 +336,8 @@ class Trainer:
         if t.lr_drop_at is None:
             return t.learning_rate
         if self.opts.max_minutes is not None:
-            share = (self.trained_seconds() + elapsed) / (60.0 * self.opts.max_minutes)
+            spent = self.trained_seconds() if before is None else before
+            share = (spent + elapsed) / (60.0 * self.opts.max_minutes)
         else:
             share = (epoch + step / t.batches_per_epoch) / t.epochs
         return t.learning_rate * (t.lr_drop_factor if share >= t.lr_drop_at else 1.0)
@@ -344,8 +346,12 @@ class Trainer:
         if lr != self.optimizer.param_groups[0]["lr"]:
             logger.info(f"learning rate {self.optimizer.param_groups[0]['lr']:g} -> {lr:g} "
                         f"({self.trained_seconds() / 60:.2f} min of training before this epoch)")
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            self._set_groups(lr=lr)
+
+    def _set_groups(self, **values: float) -> None:
+        """Set these optimiser settings (lr, weight_decay) in every parameter group."""
+        for group in self.optimizer.param_groups:
+            group.update(values)
 
     @torch.no_grad()
     def validate(self) -> float:
