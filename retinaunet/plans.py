@@ -256,6 +256,9 @@ class TrainingPlan:
     # when a run has a budget, else of the epochs); null: the constant rate (the paper's)
     lr_drop_at: float | None = _fraction(default=None)
     lr_drop_factor: float = _fraction(default=0.1)
+    # foreground patches pick an object of the drawn class with probability proportional to the geometric mean
+    # of its box extent in voxels to the power -small_object_bias; 0: every object alike
+    small_object_bias: float = _non_negative(default=0.0)
 
 
 @dataclass

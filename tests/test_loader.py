@@ -103,6 +103,24 @@ def test_foreground_share_and_class_balance(tmp_path):
     assert max(offsets) <= 0.25 * 32 + 1
 
 
+def test_small_object_bias_favours_small_objects(tmp_path):
+    # one class, a small disk (radius 2: box 5 x 5) and a large one (radius 16: box 33 x 33)
+    name = write_case(tmp_path, "two", (128, 128), [((30, 30), 2, 0), ((90, 90), 16, 0)])
+    case = read_case_info(tmp_path, name)
+    small = min(case.boxes, key=lambda i: float(np.prod(case.boxes[i][2:] - case.boxes[i][:2])))
+
+    def small_share(bias):
+        sampler = PatchSampler([case], [32, 32], [32, 32], small_object_bias=bias)
+        rng = np.random.default_rng(0)
+        picks = [sampler.choose(rng, True).centre for _ in range(2000)]
+        centre = (case.boxes[small][:2] + case.boxes[small][2:]) / 2
+        return np.mean([np.abs(c - centre).max() <= 0.25 * 32 + 1 for c in picks])
+
+    assert 0.45 <= small_share(0.0) <= 0.55  # uniform over the class's objects, as before
+    expected = 33 / (33 + 5)  # weights 5 ** -1 and 33 ** -1, normalised
+    assert abs(small_share(1.0) - expected) < 0.03
+
+
 def test_train_batch_2d(cases2d):
     folder, names = cases2d
     plans = make_test_plans(dim=2, patch_size=[32, 32])

@@ -2,7 +2,8 @@
 
 A share of the patches (``plans.training.foreground_fraction``) is centred near an object: a class is drawn
 uniformly among the classes present (so rare classes are seen as often as common ones), then an object of
-that class, and the centre is jittered so objects do not always sit in the middle. The rest are random.
+that class (uniformly, or favouring small ones with ``plans.training.small_object_bias``), and the centre is
+jittered so objects do not always sit in the middle. The rest are random.
 2d and 2dc plans on 3D data sample slices the same way (2dc stacks ``context_slices`` slices on each side as
 channels, modality-major: channel ``m * (2k + 1) + (dz + k)``, zero beyond the volume).
 
@@ -81,11 +82,13 @@ class PatchSampler:
     """Chooses patch centres and reads regions around them.
 
     patch_size: network patch (2 or 3 values); region_size: what is read around the centre (>= patch, larger
-    when augmentation rotates or zooms); context: slices on each side for 2dc (0 otherwise).
+    when augmentation rotates or zooms); context: slices on each side for 2dc (0 otherwise); small_object_bias:
+    an object of the drawn class is picked with probability proportional to (geometric mean of its box extent
+    in voxels) ** -small_object_bias (0: uniformly).
     """
 
     def __init__(self, cases: Sequence[CaseInfo], patch_size: Sequence[int], region_size: Sequence[int],
-                 context: int = 0) -> None:
+                 context: int = 0, small_object_bias: float = 0.0) -> None:
         if not cases:
             raise ValueError("no training cases to sample patches from")
         self.cases = list(cases)
@@ -101,12 +104,21 @@ class PatchSampler:
             for inst in sorted(case.boxes):
                 self.objects.setdefault(case.classes[inst], []).append((ci, inst))
         self.classes = sorted(self.objects)
+        self.weights: dict[int, np.ndarray] = {}  # per class, when small objects are favoured
+        if small_object_bias:
+            for cls, objs in self.objects.items():
+                extents = [np.maximum(self.cases[ci].boxes[inst][self.data_dim:] - self.cases[ci].boxes[inst][
+                    : self.data_dim], 1.0) for ci, inst in objs]
+                w = np.array([np.exp(np.log(e).mean()) for e in extents]) ** -float(small_object_bias)
+                self.weights[cls] = w / w.sum()
 
     def choose(self, rng: np.random.Generator, foreground: bool) -> PatchChoice:
         """A centre near an object of a class drawn uniformly (foreground), or anywhere (random)."""
         if foreground and self.classes:
             cls = self.classes[rng.integers(len(self.classes))]
-            ci, inst = self.objects[cls][rng.integers(len(self.objects[cls]))]
+            pick = rng.choice(len(self.objects[cls]), p=self.weights[cls]) if self.weights else \
+                rng.integers(len(self.objects[cls]))
+            ci, inst = self.objects[cls][pick]
             box = self.cases[ci].boxes[inst]
             lo, hi = box[: self.data_dim], box[self.data_dim:]
             centre = (lo + hi) / 2
@@ -298,7 +310,8 @@ def make_train_loader(preprocessed_dir: str | os.PathLike, case_names: Sequence[
     params = (augmentation or default_augmentation(plans)) if augment else None
     patch = plans.patch_size
     context = plans.context_slices if plans.mode == "2dc" else 0
-    sampler = PatchSampler(cases, patch, sample_size(patch, params), context=context)
+    sampler = PatchSampler(cases, patch, sample_size(patch, params), context=context,
+                           small_object_bias=plans.training.small_object_bias)
     channels = context_channels(cases[0].channels, context)
     if channels != plans.in_channels:
         raise ValueError(f"{cases[0].data_file} gives {channels} input channels but the plans expect "
