@@ -490,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"({settings.read_text().strip()}); use another --data-root to compare")
     write_json(training, settings)
     write_json({"profile": name, **asdict(whole)}, root / "profile.json")
+    for cell in load_cells(cells_dir):  # a variant name stands for one set of changes
+        if cell["model"] in variants and tuple(cell.get("overrides", ())) != variants[cell["model"]]:
+            raise SystemExit(f"{cells_dir}: {cell['model']} was run with {' '.join(cell.get('overrides', ()))}; "
+                             "give these changes another variant name")
     order = cell_order(prof)
     todo = [c for c in order if not (cells_dir / f"{cell_key(c[2], c[1], c[3], c[0])}.json").exists()]
     log(f"{name} profile: {len(order)} cells, {len(order) - len(todo)} already done, device {args.device}")

@@ -122,3 +122,19 @@ def test_variant_arguments_are_checked(tmp_path, capsys):
         else:
             raise AssertionError(f"{bad} was accepted")
     assert "--variant" in capsys.readouterr().err
+
+
+def test_a_variant_name_keeps_its_changes(tmp_path):
+    ts = _module()
+    out = tmp_path / "out"
+    (out / "cells").mkdir(parents=True)
+    record = {"kind": "shapes", "n": 4, "model": "retina_unet+drop", "seed": 0, "ap": 0.5,
+              "overrides": ["training.lr_drop_at=0.5"]}
+    (out / "cells" / "shapes_n0004_retina_unet+drop_s0.json").write_text(json.dumps(record))
+    try:  # the same name with other changes would mix two variants in one row: refused before any training
+        ts.main(["--profile", "tiny", "--data-root", str(tmp_path / "d"), "--out", str(out),
+                 "--models", "retina_unet+drop", "--variant", "drop", "retina_unet", "training.lr_drop_at=0.8"])
+    except SystemExit as stop:
+        assert "another variant name" in str(stop.code)
+    else:
+        raise AssertionError("a variant name was reused for other changes")
