@@ -299,11 +299,7 @@ def budget_root(root: Path, minutes: float) -> Path:
     a schedule that dropped early and went back to the full rate. Inputs and plans are links to ``root``'s."""
     own = root.parent / f"m{minutes:g}" / root.name
     own.mkdir(parents=True, exist_ok=True)
-    for name in LINKED:
-        src, dst = root / name, own / name
-        if src.exists() and not dst.exists():
-            dst.symlink_to(src.resolve())
-    return own
+    return _link_inputs(root, own)
 
 
 def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minutes: float, images: Path,
