@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -11,6 +13,7 @@ import torch.multiprocessing as mp
 
 from retinaunet.models import build_model
 from retinaunet.plans import make_test_plans
+from tests.test_trainer import task  # noqa: F401 - the fixture
 
 
 def _free_port() -> int:
@@ -65,3 +68,50 @@ def test_two_ranks_hold_identical_weights(tmp_path):
         if v.is_floating_point() and not torch.equal(v, r0["initial"][k]):
             changed = True
     assert changed, "training steps must change the weights"
+
+
+def _budget_worker(rank: int, world: int, port: int, root: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import time
+
+    from retinaunet.layout import TaskPaths
+    from retinaunet.plans import load_plans
+    from retinaunet.training.distributed import init_distributed, shutdown
+    from retinaunet.training.trainer import Trainer, TrainOptions
+
+    if rank == 1:  # this process's clock runs three times as fast: alone it would stop far earlier than rank 0
+        real = time.perf_counter
+        time.perf_counter = lambda: 3.0 * real()
+    ctx = init_distributed("cpu")
+    paths = TaskPaths(Path(root))
+    plans = load_plans(paths.plans).override("training.epochs", 2).override("training.batches_per_epoch", 400)
+    trainer = Trainer(paths, plans, TrainOptions(fold=0, device="cpu", num_workers=0, predict_test=False,
+                                                 sweep=False, max_minutes=0.004), ctx)
+    trainer.fit()
+    torch.save({"history": trainer.history, "state": trainer.model.state_dict()},
+               os.path.join(out_dir, f"budget{rank}.pt"))
+    shutdown(ctx)
+
+
+def test_a_budget_in_minutes_stops_every_rank_at_the_same_step(task, tmp_path):  # noqa: F811 - the fixture
+    """``--max-minutes`` under torchrun: rank 0's clock decides, so ranks whose clocks disagree stop together
+    (on their own clocks they would leave DDP's gradient exchange at different steps and hang)."""
+    paths, _ = task
+    procs = mp.spawn(_budget_worker, args=(2, _free_port(), str(paths.root), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not procs.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in procs.processes:
+                p.kill()
+            raise AssertionError("the two ranks did not finish within 4 minutes: they stopped at different steps")
+    r0 = torch.load(tmp_path / "budget0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "budget1.pt", weights_only=False)
+    batches = [h["batches"] for h in r0["history"]]
+    assert 1 <= batches[0] < 400 and len(batches) == 1  # stopped by the budget, mid-epoch
+    assert batches == [h["batches"] for h in r1["history"]]
+    assert [h["seconds"] for h in r0["history"]] == [h["seconds"] for h in r1["history"]]  # rank 0's clock
+    assert r0["history"][0]["seconds"] >= 60 * 0.004
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), f"{k} differs between ranks"

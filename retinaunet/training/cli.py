@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "before a --resume included; not validation) reach M minutes, in the middle of an epoch "
                         "if need be (that last epoch is shorter, validated and kept like any). The epochs stay the "
                         "cap (plans.json's, a resumed run's own, or --epochs): to extend a finished run to M "
-                        "minutes in all, give --resume --epochs K with K above what M minutes can train. One "
-                        "process only")
+                        "minutes in all, give --resume --epochs K with K above what M minutes can train. Under "
+                        "torchrun all processes stop at the same step, on rank 0's clock")
     p.add_argument("--workers", type=int, default=None,
                    help="augmentation worker processes; 0 augments in the main process (default from plans)")
     p.add_argument("--threads", type=int, default=None,

@@ -48,6 +48,15 @@ def all_finite(value: torch.Tensor, ctx: DistContext) -> bool:
     return bool(flag.item() > 0)
 
 
+def rank0_value(value: float, ctx: DistContext, device: torch.device | str = "cpu") -> float:
+    """Rank 0's ``value`` on every rank (e.g. its clock, so all ranks stop a budgeted epoch at the same step)."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -37,7 +37,7 @@ from retinaunet.threads import recheck_threads
 from retinaunet.training import trained_seconds
 from retinaunet.training.checkpoint import rng_state, set_rng_state
 from retinaunet.training.curves import plot_curves
-from retinaunet.training.distributed import DistContext, barrier
+from retinaunet.training.distributed import DistContext, barrier, rank0_value
 from retinaunet.training.loader import make_train_loader, resolve_workers
 from retinaunet.training.splits import load_or_create_splits
 from retinaunet.training.step import LossModule, train_step
@@ -160,10 +160,8 @@ class Trainer:
             self.fold_dir.mkdir(parents=True, exist_ok=True)
             self._log_sink = logger.add(self.fold.log, level="INFO")
         barrier(self.ctx)
-        if self.opts.max_minutes is not None and (self.opts.max_minutes <= 0 or self.ctx.enabled):
-            raise TrainingError("--max-minutes must be positive and runs in one process (several processes would "
-                                "stop at different steps); give --epochs instead" if self.ctx.enabled else
-                                f"--max-minutes must be positive, got {self.opts.max_minutes:g}")
+        if self.opts.max_minutes is not None and self.opts.max_minutes <= 0:
+            raise TrainingError(f"--max-minutes must be positive, got {self.opts.max_minutes:g}")
         torch.manual_seed(self.opts.seed)
         np.random.seed(self.opts.seed)
         self.model = build_model(self.opts.model, self.plans).to(self.device)
@@ -287,15 +285,22 @@ class Trainer:
         left = self.seconds_left()  # a budget in minutes ends the epoch at the step that spends it
         before = self.trained_seconds()
         done, skipped, bad_in_row, wait, start = 0, 0, 0, 0.0, time.perf_counter()
+        budgeted = self.opts.max_minutes is not None
+
+        def elapsed() -> float:  # several processes read rank 0's clock: they stop at the same step
+            seconds = time.perf_counter() - start
+            return rank0_value(seconds, self.ctx, self.device) if budgeted else seconds
+
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{self.plans.training.epochs}",
                    disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
         try:
             for _ in bar:
-                if done + skipped and time.perf_counter() - start >= left:  # the last step spent the budget
+                now = elapsed()
+                if done + skipped and now >= left:  # the last step spent the budget
                     break
                 recheck_threads()  # other work started or stopped: the fair share follows
                 if self.plans.training.lr_drop_at is not None:
-                    self._set_lr(self.lr_at(epoch, done + skipped, time.perf_counter() - start, before))
+                    self._set_lr(self.lr_at(epoch, done + skipped, now, before))
                 t0 = time.perf_counter()
                 batch = next(loader)
                 wait += time.perf_counter() - t0
@@ -320,7 +325,7 @@ class Trainer:
             close = getattr(loader, "close", None)
             if close is not None:
                 close()
-        total = time.perf_counter() - start
+        total = elapsed()
         return {"losses": {k: v / max(done, 1) for k, v in sums.items()}, "skipped": skipped,
                 "seconds": total, "data_wait": wait / max(total, 1e-9), "batches": done + skipped,
                 "budget_spent": total >= left, "lr": self.optimizer.param_groups[0]["lr"]}
