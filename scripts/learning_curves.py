@@ -428,9 +428,26 @@ def _panels(cells: list[dict]) -> list[tuple[str, object]]:
     return panels + [(f"AP@0.1, {b} mm", lambda c, b=b: c["by_size"].get(b)) for b in buckets_with_objects(cells)]
 
 
-def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
+VARIANT_STYLES = [("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1))),
+                  ("X", (0, (3, 1, 1, 1)))]
+
+
+def model_style(model: str, models: list[str]) -> tuple[str, str, object, bool]:
+    """(colour, marker, line style, filled) of ``model`` among ``models``: a detector its colour, round filled
+    markers and a solid line; a variant its base's colour with its own hollow marker and dashes (by name order
+    among the variants of ``models``, so one variant looks the same in every panel and task)."""
+    if "+" not in model:
+        return COLORS[model], "o", "-", True
+    variants = sorted(m for m in set(models) if "+" in m)
+    marker, line = VARIANT_STYLES[variants.index(model) % len(VARIANT_STYLES)]
+    return COLORS[base_model(model)], marker, line, False
+
+
+def _draw_row(axes, cells: list[dict], label: str | None = None, models: list[str] | None = None) -> None:
     """One task's panels (mAP, CPM, each size bucket) into ``axes``: the mean over seeds per budget as a line,
-    the min-max band and every seed's point at the minutes it spent."""
+    the min-max band and every seed's point at the minutes it spent (``models``: every model of the figure,
+    for consistent styles)."""
+    models = models or [c["model"] for c in cells]
     budgets = sorted({c["minutes"] for c in cells})
     spent = [c["minutes_spent"] for c in cells] + budgets
     for ax, (name, get) in zip(axes, _panels(cells)):
@@ -438,17 +455,15 @@ def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
             mine = [c for c in cells if c["model"] == model and get(c) is not None]
             if not mine:
                 continue
-            color = COLORS[base_model(model)]  # a variant: its base detector's colour, dashed, hollow squares
-            variant = "+" in model
+            color, marker, line, filled = model_style(model, models)
             xs = sorted({c["minutes"] for c in mine})
             vals = [[get(c) for c in mine if c["minutes"] == x] for x in xs]
-            ax.plot(xs, [np.mean(v) for v in vals], "s--" if variant else "o-", color=color,
-                    markerfacecolor="none" if variant else color, label=model_name(model))
-            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=color, alpha=0.15,
-                            linewidth=0)
-            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], s=10 if variant else 8,
-                       marker="s" if variant else "o", facecolors="none" if variant else color, edgecolors=color,
-                       alpha=0.6)
+            ax.plot(xs, [np.mean(v) for v in vals], marker=marker, linestyle=line, color=color,
+                    markerfacecolor=color if filled else "none", label=model_name(model))
+            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=color,
+                            alpha=0.15 if filled else 0.05, linewidth=0)
+            ax.scatter([c["minutes_spent"] for c in mine], [get(c) for c in mine], s=8 if filled else 12,
+                       marker=marker, facecolors=color if filled else "none", edgecolors=color, alpha=0.6)
         ax.set_xscale("log")
         ax.set_xlim(min(spent) / 1.5, max(spent) * 1.5)  # a single budget gets a readable span too
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
@@ -458,7 +473,6 @@ def _draw_row(axes, cells: list[dict], label: str | None = None) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out score")
-    axes[0].legend(loc="upper left", fontsize=7)
 
 
 def plot(rows: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
@@ -468,13 +482,22 @@ def plot(rows: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     width = max(len(_panels(cells)) for _, cells in rows)
-    fig, axes = plt.subplots(len(rows), width, figsize=(3.6 * width, 3.4 * len(rows)), sharey=True, squeeze=False)
+    models = sorted({c["model"] for _, cells in rows for c in cells}, key=model_rank)
+    legend_in = 0.2 + 0.22 * -(-len(models) // 4)  # inches below the panels for the legend's rows
+    height = 3.4 * len(rows) + legend_in
+    fig, axes = plt.subplots(len(rows), width, figsize=(3.6 * width, height), sharey=True, squeeze=False)
     for r, (task, cells) in enumerate(rows):
-        _draw_row(axes[r], cells, task if len(rows) > 1 else None)
+        _draw_row(axes[r], cells, task if len(rows) > 1 else None, models)
         for ax in axes[r][len(_panels(cells)):]:
             ax.set_visible(False)
+    handles: dict[str, object] = {}  # one legend for the figure, below the panels, every model once
+    for ax in axes.flat:
+        for h, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 4), fontsize=8,
+               frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

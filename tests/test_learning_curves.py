@@ -205,3 +205,13 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 0
     proc = run(*args)  # finished cells are skipped
     assert proc.returncode == 0 and "4 already done" in proc.stdout
+
+
+def test_each_variant_has_its_own_marker_and_line_in_every_panel():
+    models = ["retina_unet", "retina_net", "retina_unet+b", "retina_unet+a", "retina_net+c"]
+    styles = {m: curves.model_style(m, models) for m in models}
+    assert styles["retina_unet"] == (curves.COLORS["retina_unet"], "o", "-", True)
+    variants = [styles[m][1:3] for m in ("retina_unet+a", "retina_unet+b", "retina_net+c")]
+    assert len(set(variants)) == 3 and all(not styles[m][3] for m in ("retina_unet+a", "retina_unet+b"))
+    assert styles["retina_unet+a"][0] == styles["retina_unet"][0]  # a variant keeps its base's colour
+    assert curves.model_style("retina_unet+b", list(reversed(models))) == styles["retina_unet+b"]  # order-free
