@@ -428,19 +428,13 @@ def _panels(cells: list[dict]) -> list[tuple[str, object]]:
     return panels + [(f"AP@0.1, {b} mm", lambda c, b=b: c["by_size"].get(b)) for b in buckets_with_objects(cells)]
 
 
-VARIANT_STYLES = [("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1))),
-                  ("X", (0, (3, 1, 1, 1)))]
-
-
 def model_style(model: str, models: list[str]) -> tuple[str, str, object, bool]:
     """(colour, marker, line style, filled) of ``model`` among ``models``: a detector its colour, round filled
     markers and a solid line; a variant its base's colour with its own hollow marker and dashes (by name order
     among the variants of ``models``, so one variant looks the same in every panel and task)."""
-    if "+" not in model:
-        return COLORS[model], "o", "-", True
-    variants = sorted(m for m in set(models) if "+" in m)
-    marker, line = VARIANT_STYLES[variants.index(model) % len(VARIANT_STYLES)]
-    return COLORS[base_model(model)], marker, line, False
+    from retinaunet.evaluation.plots import variant_style
+
+    return (COLORS[base_model(model)], *variant_style(model, models), "+" not in model)
 
 
 def _draw_row(axes, cells: list[dict], label: str | None = None, models: list[str] | None = None) -> None:

@@ -353,6 +353,8 @@ def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from retinaunet.evaluation.plots import variant_style
+
     groups = summarise(cells)
     models = report_models(cells, prof)
     colors = {"retina_unet": "tab:blue", "retina_net": "tab:green", "det_unet": "tab:cyan",
@@ -367,10 +369,13 @@ def plot(cells: list[dict], prof: Profile, path: Path, title: str) -> None:
             mean = np.array([np.mean(v) for _, v in pts])
             lo, hi = np.array([min(v) for _, v in pts]), np.array([max(v) for _, v in pts])
             color, variant = colors[base_model(m)], "+" in m
-            ax.plot(x, mean, "s--" if variant else "o-", color=color, label=model_label(m))
-            ax.fill_between(x, lo, hi, color=color, alpha=0.08 if variant else 0.15, linewidth=0)
+            marker, line = variant_style(m, models)  # a variant: its base's colour, its own marker and dashes
+            ax.plot(x, mean, marker=marker, linestyle=line, color=color, markerfacecolor="none" if variant else color,
+                    label=model_label(m))
+            ax.fill_between(x, lo, hi, color=color, alpha=0.06 if variant else 0.15, linewidth=0)
             for n, v in pts:
-                ax.scatter([n] * len(v), v, color=color, s=8, alpha=0.5, marker="s" if variant else "o")
+                ax.scatter([n] * len(v), v, s=10 if variant else 8, alpha=0.5, marker=marker,
+                           facecolors="none" if variant else color, edgecolors=color)
         ax.set_xscale("log")
         ax.set_xlim(min(prof.sizes) / 1.5, max(prof.sizes) * 1.5)
         ax.set_xticks(list(prof.sizes), [str(n) for n in prof.sizes])

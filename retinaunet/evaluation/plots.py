@@ -12,7 +12,20 @@ from matplotlib.figure import Figure
 
 from retinaunet.io import atomic_path
 
-__all__ = ["plot_froc", "plot_pr_curves", "save_figure"]
+__all__ = ["plot_froc", "plot_pr_curves", "save_figure", "variant_style"]
+
+
+VARIANT_STYLES = [("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1))),
+                  ("X", (0, (3, 1, 1, 1)))]
+
+
+def variant_style(model: str, models: Sequence[str]) -> tuple[str, object]:
+    """(marker, line style) of a study's model: a detector ``o`` and a solid line; a variant (``base+name``) its
+    own hollow-marker style by name order among the variants of ``models``, the same in every panel."""
+    if "+" not in model:
+        return "o", "-"
+    variants = sorted({m for m in models if "+" in m})
+    return VARIANT_STYLES[variants.index(model) % len(VARIANT_STYLES)]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
