@@ -437,11 +437,10 @@ def model_style(model: str, models: list[str]) -> tuple[str, str, object, bool]:
     return (COLORS[base_model(model)], *variant_style(model, models), "+" not in model)
 
 
-def _draw_row(axes, cells: list[dict], label: str | None = None, models: list[str] | None = None) -> None:
+def _draw_row(axes, cells: list[dict], label: str | None, models: list[str]) -> None:
     """One task's panels (mAP, CPM, each size bucket) into ``axes``: the mean over seeds per budget as a line,
     the min-max band and every seed's point at the minutes it spent (``models``: every model of the figure,
     for consistent styles)."""
-    models = models or [c["model"] for c in cells]
     budgets = sorted({c["minutes"] for c in cells})
     spent = [c["minutes_spent"] for c in cells] + budgets
     for ax, (name, get) in zip(axes, _panels(cells)):
