@@ -49,7 +49,10 @@ Variants, to improve a detector by measurement: ``--variant NAME MODEL KEY=VALUE
 --override`` would change them (e.g. ``--variant round_anchors retina_unet anchors.ratios=[1.0]``). Its cells
 are ``MODEL+NAME`` and its seed roots ``<work>/seed<s>/variants/<NAME>/<task>``, holding the changed
 ``plans.json``; the same seeds and budgets as the other detectors, so each variant cell pairs with its base
-model's cell of the same seed. The table names each variant's changes.
+model's cell of the same seed. The table names each variant's changes. ``plan=NAME`` among them trains and
+predicts another configuration of the task's ``plans.json`` (e.g. ``--variant 2dc retina_unet plan=2dc`` after
+``rud_plan --mode 2dc`` and ``rud_preprocess``: 2D slices with context against the 3D default); its steps take
+other times, so it measures its own epoch length instead of taking its base's.
 A plan whose learning rate drops at a share of the budget (``training.lr_drop_at``) cannot be extended from
 one budget to the next (the longer budget would run at the full rate again after an early drop), so each of its
 budgets is a run of its own from scratch, in ``<seed root>/../m<minutes>/<task>``. A run that has trained past a
@@ -149,29 +152,54 @@ def parse_variant(items: list[str]) -> tuple[str, list[str]]:
     return f"{base}+{name}", overrides
 
 
+def variant_plan(overrides: list[str] | None) -> tuple[str | None, list[str]]:
+    """``plan=NAME`` among a variant's changes -> (``NAME``, the other changes): the variant trains and predicts that
+    configuration of the task's ``plans.json`` (e.g. ``plan=2dc`` after ``rud_plan --mode 2dc``) instead of its
+    default; (None, changes) without one."""
+    chosen, changes = None, []
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        if key.strip() == "plan":
+            chosen = value.strip().strip('"')
+        else:
+            changes.append(item)
+    return chosen, changes
+
+
 def variant_root(task_dir: Path, work: Path, seed: int, model: str, overrides: list[str]) -> Path:
     """``<work>/seed<s>/variants/<name>/<task>``: the seed root of a variant, whose ``plans.json`` is the task's
-    with ``overrides`` applied to its default configuration (written once; a root made with other changes is
-    not overwritten)."""
+    with ``overrides`` applied to its default configuration, or to the one ``plan=NAME`` names, made the default
+    (written once; a root made with other changes is not overwritten)."""
     from retinaunet.io import read_json
     from retinaunet.plans import apply_overrides, load_plans, plan_names
 
     root = work / f"seed{seed}" / "variants" / model.split("+", 1)[1] / task_dir.name
     root.mkdir(parents=True, exist_ok=True)
     data = read_json(task_dir / "plans.json")
-    plans = apply_overrides(load_plans(task_dir / "plans.json"), overrides)  # its default configuration
-    if "configurations" in data:
-        name = plan_names(task_dir / "plans.json")[1]
-        data = {**data, "configurations": {**data["configurations"], name: plans.to_dict()}}
+    chosen, changes = variant_plan(overrides)
+    if chosen and "configurations" not in data:
+        raise CurveError(f"{task_dir / 'plans.json'} holds one plan; plan={chosen} needs rud_plan --mode {chosen}")
+    name = chosen or plan_names(task_dir / "plans.json")[1]  # default: the task's default configuration
+    plans = apply_overrides(load_plans(task_dir / "plans.json", name), changes)
+    if "configurations" in data:  # the changed configuration becomes the variant's default
+        data = {**data, "default": name, "configurations": {**data["configurations"], name: plans.to_dict()}}
     else:
         data = plans.to_dict()
     path = root / "plans.json"
-    if path.is_file() and read_json(path) != json.loads(json.dumps(data)):
+    if path.is_file() and _own_plan(read_json(path)) != _own_plan(json.loads(json.dumps(data))):
         raise CurveError(f"{path}: this variant was run with other changes; give the new changes another variant "
                          "name (or delete that folder to start it again)")
     if not path.is_file():
         write_json(data, path)
     return _link_inputs(task_dir, root)
+
+
+def _own_plan(data: dict) -> tuple[str | None, dict]:
+    """The configuration a variant trains (its default, with that name) from a plans document: what makes two
+    variants the same; configurations added to the task later (``rud_plan --mode``) do not."""
+    if "configurations" in data:
+        return data.get("default"), data["configurations"].get(data.get("default"), {})
+    return None, data
 
 
 def _run(cmd: list[str], data_root: Path, threads: int | None, what: str) -> None:
@@ -217,12 +245,13 @@ def first_schedule(plans, model: str, minutes: float, threads: int | None) -> tu
     return epochs, batches, step
 
 
-def known_batches(cells_dir: Path, model: str, seed: int) -> int | None:
-    """Batches per epoch of the first finished cell of ``model`` and ``seed`` (else of a variant's base detector
-    and ``seed``): a run started again (its seed root lost) or a variant then has the epoch length, and so the
-    validations and kept checkpoints, of the cells it is compared with. None when there is none."""
+def known_batches(cells_dir: Path, model: str, seed: int, own_only: bool = False) -> int | None:
+    """Batches per epoch of the first finished cell of ``model`` and ``seed`` (else, unless ``own_only``, of a
+    variant's base detector and ``seed``): a run started again (its seed root lost) or a variant then has the epoch
+    length, and so the validations and kept checkpoints, of the cells it is compared with. None when there is
+    none."""
     cells = load_cells(cells_dir)
-    for m in dict.fromkeys((model, base_model(model))):
+    for m in dict.fromkeys((model,) if own_only else (model, base_model(model))):
         found = [c for c in cells if c["model"] == m and c["seed"] == seed and c.get("batches_per_epoch")]
         if found:
             return int(min(found, key=lambda c: c["minutes"])["batches_per_epoch"])
@@ -539,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME MODEL KEY=VALUE",
                    help="also run MODEL (retina_unet or retina_net) with plan entries changed, as a detector named "
-                        "MODEL+NAME, e.g. --variant round_anchors retina_unet anchors.ratios=[1.0]; repeatable")
+                        "MODEL+NAME, e.g. --variant round_anchors retina_unet anchors.ratios=[1.0]; plan=NAME among "
+                        "the changes trains that configuration of plans.json (e.g. plan=2dc); repeatable")
     p.add_argument("--fold", type=int, default=0, help="fold of splits.json: train and val cases")
     p.add_argument("-i", "--images", type=Path, default=None, help="held-out images (default: imagesTs)")
     p.add_argument("-l", "--labels", type=Path, default=None, help="their labels (default: labelsTs)")
@@ -612,8 +642,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         for i, (t, seed, model, minutes) in enumerate(todo):
             paths, work, images, labels, out = tasks[t]
+            # a variant of another configuration steps at another speed: it measures its own epoch length
+            other_plan = variant_plan(variants.get(model))[0] is not None
+            batches = known_batches(out / "cells", model, seed, own_only=other_plan)
             record = run_cell(paths.root, work, model, seed, args.fold, minutes, images, labels, args.threads,
-                              variants.get(model), known_batches(out / "cells", model, seed))
+                              variants.get(model), batches)
             write_json(record, out / "cells" / f"{cell_key(model, seed, minutes)}.json")
             report(t)
             elapsed = time.perf_counter() - start

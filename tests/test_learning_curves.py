@@ -103,6 +103,9 @@ def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
     assert (root / "preprocessed").is_symlink() and not (root / "plans.json").is_symlink()
     assert load_plans(task / "plans.json").anchors.ratios == plans.anchors.ratios  # the task's own plan untouched
     assert curves.variant_root(task, work, 1, model, overrides) == root  # the same changes: the same root
+    doc["configurations"]["2dc"] = {"added": "later"}  # rud_plan --mode 2dc on the task: still the same variant
+    (task / "plans.json").write_text(json.dumps(doc))
+    assert curves.variant_root(task, work, 1, model, overrides) == root
     try:  # other changes under the same name would mix two runs: refused, nothing overwritten
         curves.variant_root(task, work, 1, model, ["anchors.ratios=[0.5,1.0]"])
     except curves.CurveError as err:
@@ -120,6 +123,39 @@ def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
     assert "| Retina U-Net, round | 5 | 2 | +8.0 (1/2) | +8.0 (1/2) | +4.0 (1/2) | +8.0 (1/2) |" in table
     curves.plot([("Task901_Nodes", cells)], tmp_path / "curves.png", "t")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_variant_can_train_another_configuration_of_the_plans(tmp_path):
+    from retinaunet.plans import load_plans, make_test_plans
+
+    task = tmp_path / "Task901_Nodes"
+    (task / "preprocessed").mkdir(parents=True)
+    three = make_test_plans(dim=3, patch_size=[16, 32, 32])
+    two = make_test_plans(dim=2, patch_size=[32, 32], mode="2dc", in_channels=7)
+    doc = {"default": three.plan_name, "configurations": {three.plan_name: three.to_dict(), "2dc": two.to_dict()}}
+    (task / "plans.json").write_text(json.dumps(doc))
+    model, overrides = curves.parse_variant(["twod", "retina_unet", "plan=2dc", "anchors.ratios=[1.0]"])
+    assert curves.variant_plan(overrides) == ("2dc", ["anchors.ratios=[1.0]"])
+    assert curves.variant_plan(["anchors.ratios=[1.0]"]) == (None, ["anchors.ratios=[1.0]"])
+    root = curves.variant_root(task, tmp_path / "work", 0, model, overrides)
+    chosen = load_plans(root / "plans.json")  # the variant's default: the named configuration, changed
+    assert chosen.plan_name == "2dc" and chosen.dim == 2 and chosen.anchors.ratios == [1.0]
+    kept = json.loads((root / "plans.json").read_text())["configurations"][three.plan_name]
+    assert load_plans(task / "plans.json").plan_name == three.plan_name and kept == three.to_dict()
+    for bad, says in ((["plan=2d"], "rud_plan --mode 2d"), (["plan=2dc"], "rud_plan --mode 2dc")):
+        if bad == ["plan=2dc"]:  # a single-plan file has no configurations to choose from
+            (task / "plans.json").write_text(json.dumps(three.to_dict()))
+        try:
+            curves.variant_root(task, tmp_path / "other", 0, model, bad)
+        except Exception as err:
+            assert says in str(err), err
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    (cells / "a.json").write_text(json.dumps({**_cell("retina_unet", 0, 5.0, 0.4), "batches_per_epoch": 71}))
+    assert curves.known_batches(cells, model, 0) == 71  # another plan's variant would take its base's epochs
+    assert curves.known_batches(cells, model, 0, own_only=True) is None  # ...but measures its own
 
 
 def test_a_run_whose_rate_drops_gets_a_root_per_budget(tmp_path):
