@@ -28,6 +28,7 @@ from retinaunet.io import (
     strip_image_suffix,
 )
 from retinaunet.layout import TaskPaths
+from retinaunet.progress import hidden
 
 MODALITY_PATTERN = re.compile(r"^(?P<case>.+)_(?P<mod>\d{4})$")
 INTEGER_PIXELS = ("8-bit", "16-bit", "32-bit", "64-bit")
@@ -330,7 +331,7 @@ def validate_dataset(task_dir: str | os.PathLike, progress: bool = True,
                                 "(names differ only in case or in Unicode form); rename one")
             seen[key] = case.name
         names[split] = {_name_key(c.name): Path(c.images[0]) for c in cases if c.images}
-        bar = tqdm(cases, desc=f"validate {split}", disable=not progress or not cases, leave=False)
+        bar = tqdm(cases, desc=f"validate {split}", disable=hidden(not progress or not cases), leave=False)
         for case in bar:
             problems.extend(_check_case(case, info, need))
     # a shared name alone is common (case_0000 in both folders); an identical image file is a leak

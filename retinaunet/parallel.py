@@ -8,6 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from retinaunet.progress import hidden
+
 __all__ = ["run_parallel"]
 
 
@@ -26,7 +28,7 @@ def run_parallel(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, d
     ``fn`` must be a module-level function (it is pickled for the workers). An exception becomes a
     one-line ``error`` string, so one failing case does not stop the others.
     """
-    bar = tqdm(total=len(items), desc=desc, disable=len(items) < 2, leave=False)
+    bar = tqdm(total=len(items), desc=desc, disable=hidden(len(items) < 2), leave=False)
     try:
         if workers <= 0 or len(items) < 2:
             for item in items:

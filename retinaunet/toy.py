@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from retinaunet.io import Geometry, write_image, write_json
 from retinaunet.layout import task_name
+from retinaunet.progress import hidden
 
 KINDS_2D = ("shapes", "patterns", "scales")
 KINDS_3D = ("spheres",)
@@ -169,7 +170,7 @@ def make_toy_3d(cfg: Toy3DConfig, split: str, index: int
 def _write_split(task_dir: Path, split: str, count: int, make: Callable[[int], tuple], progress: bool) -> None:
     suffix = "Tr" if split == "train" else "Ts"
     images, labels = task_dir / "raw_splitted" / f"images{suffix}", task_dir / "raw_splitted" / f"labels{suffix}"
-    for index in tqdm(range(count), desc=f"toy {split}", disable=not progress, leave=False):
+    for index in tqdm(range(count), desc=f"toy {split}", disable=hidden(not progress), leave=False):
         image, inst, instances, geom = make(index)
         name = f"case_{index:04d}"
         write_image(image, geom, images / f"{name}_0000.nii.gz")

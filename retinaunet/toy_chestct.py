@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from retinaunet.progress import hidden
 from retinaunet.toy import partial_folder
 
 __all__ = ["ChestCTConfig", "ChestScan", "make_chest_scan", "scan_geometry", "write_chestct_cohort"]
@@ -369,7 +370,7 @@ def write_chestct_cohort(out_dir: str | os.PathLike, cfg: ChestCTConfig | None =
     tmp = partial_folder(out_dir, force, "--out")
     tmp.mkdir(parents=True)
     nodules, excluded, uids = [], [], []
-    for i in tqdm(range(cfg.num_scans), desc="chestct", unit="scan", disable=not progress):
+    for i in tqdm(range(cfg.num_scans), desc="chestct", unit="scan", disable=hidden(not progress)):
         scan = make_chest_scan(cfg, i)
         _write_mhd(scan, tmp / f"subset{i % cfg.subsets}")
         uids.append(scan.uid)

@@ -660,4 +660,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if not sys.stderr.isatty():  # a log file: the per-cell lines, not progress-bar frames
+        os.environ.setdefault("TQDM_DISABLE", "1")
     raise SystemExit(main())

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from retinaunet.convert.writer import ConvertError, Summary, TaskWriter, case_id
 from retinaunet.dicom_series import DicomSeries, find_series, require
 from retinaunet.io import write_image
+from retinaunet.progress import hidden
 from retinaunet.shard import in_shard
 
 __all__ = ["convert_dicom"]
@@ -51,7 +52,7 @@ def _convert_table(series: list[DicomSeries], refused: list[str], table: Path, t
     records = read_records(table)
     kind = "boxes" if records and "x0" in records[0] else "points"
     with tempfile.TemporaryDirectory(prefix="rud_dicom_") as tmp:
-        for s in tqdm(series, desc="reading DICOM series", unit="series", disable=not progress):
+        for s in tqdm(series, desc="reading DICOM series", unit="series", disable=hidden(not progress)):
             write_image(s.read(), s.geometry, Path(tmp) / f"{s.uid}_0000.mha")
         modality = series[0].modality if series else "image"
         summary = convert_labels(kind, tmp, table, task_dir, coords, class_names, [modality or "image"],
@@ -111,7 +112,8 @@ def _convert_segs(series: list[DicomSeries], refused: list[str], folder: Path, t
     for line in refused:
         writer.summary.drop(line.split(":", 1)[0], line.split(":", 1)[1].strip() if ":" in line else line)
     mine = in_shard([ids[s.uid] for s in labelled], shard)
-    for s in tqdm([s for s in labelled if ids[s.uid] in mine], desc="dicom", unit="series", disable=not progress):
+    todo = [s for s in labelled if ids[s.uid] in mine]
+    for s in tqdm(todo, desc="dicom", unit="series", disable=hidden(not progress)):
         cid = ids[s.uid]
         if writer.is_done(cid):
             writer.skip(cid)

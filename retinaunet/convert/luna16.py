@@ -27,6 +27,7 @@ from tqdm import tqdm
 from retinaunet.convert.shapes import paint_ellipsoid, world_centre_inside
 from retinaunet.convert.writer import ConvertError, Summary, TaskWriter, case_id
 from retinaunet.io import read_image, write_json
+from retinaunet.progress import hidden
 from retinaunet.shard import in_shard
 
 __all__ = ["LunaNodule", "convert_luna16", "find_luna_scans", "luna_splits", "read_luna_csv"]
@@ -125,7 +126,7 @@ def convert_luna16(source: str | os.PathLike, task_dir: str | os.PathLike, annot
         by_scan[n.seriesuid].append(n)
     mine = in_shard(ids.values(), shard)
     todo = [uid for uid in sorted(scans) if ids[uid] in mine]
-    for uid in tqdm(todo, desc="luna16", unit="scan", disable=not progress):
+    for uid in tqdm(todo, desc="luna16", unit="scan", disable=hidden(not progress)):
         cid = ids[uid]
         if writer.is_done(cid):
             writer.skip(cid)

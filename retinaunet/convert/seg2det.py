@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from retinaunet.convert.writer import ConvertError, Summary, TaskWriter, case_id
 from retinaunet.io import IMAGE_SUFFIXES, read_image, read_json, strip_image_suffix
+from retinaunet.progress import hidden
 from retinaunet.shard import in_shard
 
 __all__ = ["convert_seg2det", "instances_from_semantic", "read_seg_dataset"]
@@ -122,7 +123,7 @@ def convert_seg2det(source: str | os.PathLike, task_dir: str | os.PathLike, labe
     writer.write_case_names({cid: c for (_, c), cid in ids.items()})
     mine = in_shard(ids.values(), shard)
     todo = [(split, c) for (split, c), cid in sorted(ids.items()) if cid in mine]
-    for split, case in tqdm(todo, desc="seg2det", unit="case", disable=not progress):
+    for split, case in tqdm(todo, desc="seg2det", unit="case", disable=hidden(not progress)):
         cid = ids[(split, case)]
         files = (train if split == "train" else test)[case]
         label_dir = source / ("labelsTr" if split == "train" else "labelsTs")

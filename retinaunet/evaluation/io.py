@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from retinaunet.boxes import boxes_from_instance_map
 from retinaunet.io import IMAGE_SUFFIXES, ReadError, label_json_path, read_json, read_label, strip_image_suffix
+from retinaunet.progress import hidden
 
 __all__ = ["CaseBoxes", "EvaluationError", "label_files", "load_ground_truth", "load_predictions", "read_prediction"]
 
@@ -82,7 +83,7 @@ def load_ground_truth(label_dir: str | os.PathLike, cases: Sequence[str] | None 
     if not files:
         raise EvaluationError(f"{label_dir}: no label images found")
     return {case: read_ground_truth(f) for case, f in tqdm(files.items(), desc="labels", leave=False,
-                                                           disable=len(files) < 20)}
+                                                           disable=hidden(len(files) < 20))}
 
 
 def _finite_number(value: object) -> bool:

@@ -33,6 +33,7 @@ from retinaunet.model_folder import (
 )
 from retinaunet.models import build_model
 from retinaunet.plans import Plans
+from retinaunet.progress import hidden
 from retinaunet.threads import recheck_threads
 from retinaunet.training import trained_seconds
 from retinaunet.training.checkpoint import rng_state, set_rng_state
@@ -292,7 +293,7 @@ class Trainer:
             return rank0_value(seconds, self.ctx, self.device) if budgeted else seconds
 
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{self.plans.training.epochs}",
-                   disable=not self.ctx.is_main, leave=False, dynamic_ncols=True)
+                   disable=hidden(not self.ctx.is_main), leave=False, dynamic_ncols=True)
         try:
             for _ in bar:
                 now = elapsed()
