@@ -156,11 +156,13 @@ def variant_plan(overrides: list[str] | None) -> tuple[str | None, list[str]]:
     """``plan=NAME`` among a variant's changes -> (``NAME``, the other changes): the variant trains and predicts that
     configuration of the task's ``plans.json`` (e.g. ``plan=2dc`` after ``rud_plan --mode 2dc``) instead of its
     default; (None, changes) without one."""
+    from retinaunet.plans import parse_value
+
     chosen, changes = None, []
     for item in overrides or []:
         key, _, value = item.partition("=")
-        if key.strip() == "plan":
-            chosen = value.strip().strip('"')
+        if key.strip() == "plan":  # a value as --override reads one (plan=2dc or plan="2dc")
+            chosen = str(parse_value(value.strip()))
         else:
             changes.append(item)
     return chosen, changes
