@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-radii", type=float, nargs=2, default=(19.0, 20.0), metavar=("SMALL", "LARGE"),
                    help="radii of the two classes of the scales task")
     p.add_argument("--objects-per-image", type=int, default=1, help="objects per 2D image (paper: 1)")
-    p.add_argument("--intensity", type=float, default=0.2, help="2D object intensity added over background")
-    p.add_argument("--noise", type=float, default=1.0, help="2D noise: uniform in [0, NOISE) added to every pixel")
+    p.add_argument("--intensity", type=float, default=None,
+                   help="object intensity added over background: 2D (default 0.2), spheres (default 800 HU over "
+                        "-800)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="noise on every pixel: 2D uniform in [0, NOISE) (default 1.0); spheres Gaussian with "
+                        "standard deviation NOISE HU (default 150); lower intensity or more noise makes the task "
+                        "harder")
     p.add_argument("--slice-thickness", type=float, default=1.25,
                    help="nodules: slice spacing in mm (in-plane 0.7 mm); 2.5 gives the thick-slice variant")
     p.add_argument("--task-number", type=int, default=None,
@@ -91,15 +96,23 @@ def write_example(args: argparse.Namespace) -> None:
         cfg.num_test = cfg.num_test if args.num_test is None else args.num_test
     elif args.kind == "spheres":
         cfg = Toy3DConfig(seed=args.seed)
+        cfg.intensity = cfg.intensity if args.intensity is None else args.intensity
+        cfg.noise = cfg.noise if args.noise is None else args.noise
         cfg.num_train = 40 if args.num_train is None else args.num_train
         cfg.num_test = 20 if args.num_test is None else args.num_test
     else:
         cfg = Toy2DConfig(kind=args.kind, size=320 if args.size is None else args.size, radius=args.radius,
                           hole_radius=args.hole_radius,
                           scale_radii=tuple(args.scale_radii), objects_per_image=args.objects_per_image,
-                          intensity=args.intensity, noise=args.noise, seed=args.seed,
+                          intensity=0.2 if args.intensity is None else args.intensity,
+                          noise=1.0 if args.noise is None else args.noise, seed=args.seed,
                           num_train=1000 if args.num_train is None else args.num_train,
                           num_test=1000 if args.num_test is None else args.num_test)
+    if args.kind == "nodules" and (args.intensity is not None or args.noise is not None):
+        raise ValueError("--intensity and --noise apply to the 2D kinds and spheres; the nodules have CT "
+                         "densities of their own")
+    if getattr(cfg, "noise", 0.0) < 0:
+        raise ValueError(f"--noise must be at least 0, got {cfg.noise:g}")
     if cfg.num_train < 1 or cfg.num_test < 0:
         raise ValueError("--num-train must be at least 1 and --num-test at least 0")
     if args.kind == "nodules":

@@ -115,3 +115,21 @@ def test_cli_help_explains_every_option(capsys):
                 "--objects-per-image", "--intensity", "--noise", "--task-number", "--task-name", "--data-root",
                 "--force"):
         assert opt in out
+
+
+def test_cli_spheres_contrast(data_root, capsys):
+    """--intensity and --noise set the spheres' contrast: without noise the objects are exactly background plus
+    the intensity; the nodules refuse them in one line."""
+    assert rud_example(["spheres", "--num-train", "2", "--num-test", "0", "--intensity", "300", "--noise", "0",
+                        "--task-number", "9", "--quiet"]) == 0
+    task = data_root / "Task009_ToySpheres"
+    assert validate_dataset(task, progress=False) == []
+    values = set()
+    for case in list_cases(task):
+        image, _ = read_image(case.images[0])
+        inst, _ = read_label(case.label)
+        values.update(np.unique(image[inst > 0]).tolist())
+        assert set(np.unique(image[inst == 0]).tolist()) == {-800.0}
+    assert values == {-500.0}, "objects are background + 300 with no noise"
+    assert rud_example(["nodules", "--noise", "10", "--task-number", "8", "--quiet"]) == 1
+    assert "--intensity and --noise apply to" in capsys.readouterr().err
