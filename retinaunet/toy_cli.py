@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_example(args: argparse.Namespace) -> None:
     """Write the toy task the parsed arguments describe and print its folder."""
+    if args.kind in ("nodules", "chestct") and (args.intensity is not None or args.noise is not None):
+        raise ValueError(f"--intensity and --noise apply to the 2D kinds and spheres; {args.kind} has CT "
+                         "densities of its own")
     if args.kind == "chestct":
         out = args.out or data_root(args.data_root) / "LUNA16_chestct"
         cfg = ChestCTConfig(num_scans=args.num_scans, subsets=min(args.subsets, args.num_scans),
@@ -104,13 +107,10 @@ def write_example(args: argparse.Namespace) -> None:
         cfg = Toy2DConfig(kind=args.kind, size=320 if args.size is None else args.size, radius=args.radius,
                           hole_radius=args.hole_radius,
                           scale_radii=tuple(args.scale_radii), objects_per_image=args.objects_per_image,
-                          intensity=0.2 if args.intensity is None else args.intensity,
-                          noise=1.0 if args.noise is None else args.noise, seed=args.seed,
+                          intensity=Toy2DConfig.intensity if args.intensity is None else args.intensity,
+                          noise=Toy2DConfig.noise if args.noise is None else args.noise, seed=args.seed,
                           num_train=1000 if args.num_train is None else args.num_train,
                           num_test=1000 if args.num_test is None else args.num_test)
-    if args.kind == "nodules" and (args.intensity is not None or args.noise is not None):
-        raise ValueError("--intensity and --noise apply to the 2D kinds and spheres; the nodules have CT "
-                         "densities of their own")
     if getattr(cfg, "noise", 0.0) < 0:
         raise ValueError(f"--noise must be at least 0, got {cfg.noise:g}")
     if cfg.num_train < 1 or cfg.num_test < 0:

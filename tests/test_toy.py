@@ -133,3 +133,7 @@ def test_cli_spheres_contrast(data_root, capsys):
     assert values == {-500.0}, "objects are background + 300 with no noise"
     assert rud_example(["nodules", "--noise", "10", "--task-number", "8", "--quiet"]) == 1
     assert "--intensity and --noise apply to" in capsys.readouterr().err
+    assert rud_example(["chestct", "--intensity", "10", "--num-scans", "1", "--quiet"]) == 1
+    assert "chestct has CT densities" in capsys.readouterr().err
+    assert rud_example(["spheres", "--noise", "-1", "--task-number", "10", "--quiet"]) == 1
+    assert "--noise must be at least 0" in capsys.readouterr().err
