@@ -81,6 +81,8 @@ def write_example(args: argparse.Namespace) -> None:
     if args.kind in ("nodules", "chestct") and (args.intensity is not None or args.noise is not None):
         raise ValueError(f"--intensity and --noise apply to the 2D kinds and spheres; {args.kind} has CT "
                          "densities of its own")
+    if args.noise is not None and args.noise < 0:
+        raise ValueError(f"--noise must be at least 0, got {args.noise:g}")
     if args.kind == "chestct":
         out = args.out or data_root(args.data_root) / "LUNA16_chestct"
         cfg = ChestCTConfig(num_scans=args.num_scans, subsets=min(args.subsets, args.num_scans),
@@ -111,8 +113,6 @@ def write_example(args: argparse.Namespace) -> None:
                           noise=Toy2DConfig.noise if args.noise is None else args.noise, seed=args.seed,
                           num_train=1000 if args.num_train is None else args.num_train,
                           num_test=1000 if args.num_test is None else args.num_test)
-    if getattr(cfg, "noise", 0.0) < 0:
-        raise ValueError(f"--noise must be at least 0, got {cfg.noise:g}")
     if cfg.num_train < 1 or cfg.num_test < 0:
         raise ValueError("--num-train must be at least 1 and --num-test at least 0")
     if args.kind == "nodules":
