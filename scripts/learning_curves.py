@@ -306,7 +306,22 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
              f"rud_train ({model}, seed {seed}, {minutes:g} min)")
         state = _last_state(fold_dir)
     return {"epochs": state["epoch"], "batches_per_epoch": batches, "stop": "clock",
-            "minutes_spent": round(trained_seconds(state["history"]) / 60.0, 3)}
+            "minutes_spent": round(trained_seconds(state["history"]) / 60.0, 3),
+            "steps": int(sum(int(e.get("batches") or batches) for e in state["history"])), **inference_used(fold_dir)}
+
+
+def inference_used(fold_dir: Path) -> dict:
+    """What the run predicts with, from its end-of-training sweep: the ensemble size and mirroring it chose, and
+    whether the planned settings stayed (``planned``) or the sweep's were taken; {} without a sweep."""
+    from retinaunet.io import read_json
+
+    path = fold_dir / "sweep.json"
+    if not path.is_file():
+        return {}
+    sweep = read_json(path)
+    chosen = sweep.get("chosen", {})
+    return {"inference": {"checkpoints": chosen.get("checkpoints"), "mirror": chosen.get("mirror"),
+                          "settings": sweep.get("decision", {}).get("chosen")}}
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -410,19 +425,22 @@ def markdown_table(cells: list[dict], task: str) -> str:
         groups[(c["model"], c["minutes"])].append(c)
     buckets = buckets_with_objects(cells)
     objects = {b: max(c.get("objects_by_size", {}).get(b, 0) for c in cells) for b in buckets}
-    head = ["detector", "budget (min)", "seeds", "minutes spent", "mAP@0.1", "CPM"]
+    head = ["detector", "budget (min)", "seeds", "minutes spent", "training steps", "mAP@0.1", "CPM"]
     head += [f"AP@0.1 {b} mm ({objects[b]})" for b in buckets]
     lines = [f"### Learning curves: {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in sorted({c["model"] for c in cells}, key=model_rank):
         for minutes in sorted({m for mo, m in groups if mo == model}):
             g = groups[(model, minutes)]
             row = [model_name(model), f"{minutes:g}", str(len(g)),
-                   f"{np.mean([c['minutes_spent'] for c in g]):.1f}", _spread([c["map"] for c in g]),
+                   f"{np.mean([c['minutes_spent'] for c in g]):.1f}", _steps(g), _spread([c["map"] for c in g]),
                    _spread([c["cpm"] for c in g])]
             row += [_spread([c["by_size"].get(b) for c in g]) for b in buckets]
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Held-out scores in %: mean over the seeds (min-max in brackets); per size bucket the mean AP@0.1 "
-              "over classes of the objects of that axial diameter (held-out objects in brackets in the header)."]
+              "over classes of the objects of that axial diameter (held-out objects in brackets in the header). "
+              "Training steps: the mean over the seeds of the batches trained (- where a cell does not record them, "
+              "as MONAI's do not): a budget in minutes holds as many steps as the machine of the day allows, so "
+              "cells run on different days compare only with their steps in view."]
     changes = {c["model"]: c.get("overrides") for c in cells if "+" in c["model"]}
     if changes:
         lines += ["", "Variants (plan entries changed, everything else as their base detector): " + "; ".join(
@@ -431,12 +449,21 @@ def markdown_table(cells: list[dict], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _steps(group: list[dict]) -> str:
+    """Mean training steps of a group of cells, or - unless every cell records them."""
+    steps = [c.get("steps") for c in group]
+    return "-" if not steps or None in steps else f"{np.mean(steps):.0f}"
+
+
 def paired_table(cells: list[dict], buckets: list[str]) -> list[str]:
     """Each variant against its base detector on the same seeds and budget: the mean difference in points and
     the seeds where the variant scored higher (of the seeds both finished)."""
     index = {(c["model"], c["seed"], c["minutes"]): c for c in cells}
-    head = ["variant - base", "budget (min)", "seeds", "mAP@0.1", "CPM"] + [f"AP@0.1 {b} mm" for b in buckets]
-    lines = ["Paired by seed: points of the variant minus its base detector (seeds where the variant is higher).", "",
+    head = ["variant - base", "budget (min)", "seeds", "steps, variant / base", "mAP@0.1", "CPM"]
+    head += [f"AP@0.1 {b} mm" for b in buckets]
+    lines = ["Paired by seed: points of the variant minus its base detector (seeds where the variant is higher); "
+             "the ratio of their mean training steps (far from 1: the variant steps faster or slower, or the two "
+             "ran on machines of other speeds).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     metrics = [lambda c: c["map"], lambda c: c["cpm"]] + [lambda c, b=b: c["by_size"].get(b) for b in buckets]
     for model in sorted({c["model"] for c in cells if "+" in c["model"]}, key=model_rank):
@@ -446,7 +473,10 @@ def paired_table(cells: list[dict], buckets: list[str]) -> list[str]:
                      and (base_model(model), c["seed"], minutes) in index]
             if not pairs:
                 continue
-            row = [model_name(model), f"{minutes:g}", str(len(pairs))]
+            steps = [(v.get("steps"), b.get("steps")) for v, b in pairs]
+            ratio = ("-" if any(None in sb for sb in steps) else
+                     f"{np.mean([v for v, _ in steps]) / max(np.mean([b for _, b in steps]), 1.0):.2f}")
+            row = [model_name(model), f"{minutes:g}", str(len(pairs)), ratio]
             for get in metrics:
                 d = [100 * (get(v) - get(b)) for v, b in pairs if get(v) is not None and get(b) is not None]
                 row.append(f"{np.mean(d):+.1f} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
@@ -533,7 +563,7 @@ def write_report(cells_dir: Path, out: Path, task: str) -> None:
     if not cells:
         return
     out.mkdir(parents=True, exist_ok=True)
-    cols = ["model", "seed", "minutes", "minutes_spent", "fold", "map", "cpm", "epochs", "batches_per_epoch",
+    cols = ["model", "seed", "minutes", "minutes_spent", "steps", "fold", "map", "cpm", "epochs", "batches_per_epoch",
             "wall_seconds", "finished"]
     buckets = buckets_with_objects(cells)
     with open(out / "learning_curves.csv", "w", newline="") as f:

@@ -70,8 +70,8 @@ def test_two_tasks_run_budget_by_budget_and_report_together(tmp_path, monkeypatc
         assert f"### Learning curves: {name}" in (out / name / "learning_curves.md").read_text()
     combined = (out / "learning_curves.md").read_text()
     assert combined.index("Task901_Nodes") < combined.index("Task902_Balls")
-    assert "| Retina U-Net | 5 | 2 | 4.9 | 30.0 (20-40) |" in combined  # two seeds: mean (min-max)
-    assert "| Retina U-Net | 5 | 1 | 4.9 | 90.0 (1 seed) |" in combined
+    assert "| Retina U-Net | 5 | 2 | 4.9 | - | 30.0 (20-40) |" in combined  # two seeds: mean (min-max)
+    assert "| Retina U-Net | 5 | 1 | 4.9 | - | 90.0 (1 seed) |" in combined
     assert (out / "learning_curves.png").stat().st_size > 0
     assert curves.main(["-t", "901", "902", "-i", str(tmp_path), "-o", str(out)]) == 1  # -i names one task's images
 
@@ -114,13 +114,19 @@ def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
         raise AssertionError("a variant's plans were overwritten")
     cells = [_cell("retina_unet", 0, 5.0, 0.4), {**_cell(model, 0, 5.0, 0.6), "overrides": overrides}]
     table = curves.markdown_table(cells, "Task901_Nodes")
-    assert table.index("| Retina U-Net | 5 |") < table.index("| Retina U-Net, round | 5 | 1 | 4.9 | 60.0 (1 seed) |")
+    row = "| Retina U-Net, round | 5 | 1 | 4.9 | - | 60.0 (1 seed) |"  # no steps recorded: -
+    assert table.index("| Retina U-Net | 5 |") < table.index(row)
     assert "Retina U-Net, round: anchors.ratios=[1.0] anchors.scales=[1.0]" in table
     cells.append({**_cell(model, 1, 5.0, 0.3), "overrides": overrides})  # seed 1 has no base cell: not paired
     cells.append(_cell("retina_unet", 2, 5.0, 0.5))
     cells.append({**_cell(model, 2, 5.0, 0.46), "overrides": overrides})
     table = curves.markdown_table(cells, "Task901_Nodes")  # seeds 0 and 2: +20 and -4 points, one win
-    assert "| Retina U-Net, round | 5 | 2 | +8.0 (1/2) | +8.0 (1/2) | +4.0 (1/2) | +8.0 (1/2) |" in table
+    assert "| Retina U-Net, round | 5 | 2 | - | +8.0 (1/2) | +8.0 (1/2) | +4.0 (1/2) | +8.0 (1/2) |" in table
+    for c in cells:  # steps recorded: their mean per row, and the variant's over its base's in the paired row
+        c["steps"] = 300 if "+" in c["model"] else 150
+    table = curves.markdown_table(cells, "Task901_Nodes")
+    assert "| Retina U-Net, round | 5 | 3 | 4.9 | 300 |" in table and "| Retina U-Net | 5 | 2 | 4.9 | 150 |" in table
+    assert "| Retina U-Net, round | 5 | 2 | 2.00 | +8.0 (1/2) |" in table
     curves.plot([("Task901_Nodes", cells)], tmp_path / "curves.png", "t")
     assert (tmp_path / "curves.png").stat().st_size > 0
 
@@ -215,11 +221,18 @@ def test_tiny_learning_curve_extends_the_run_and_reports(tmp_path):
     cells = tmp_path / "out" / "cells"
     short, longer = (json.loads((cells / f"retina_unet_s0_m{m}.json").read_text()) for m in ("0.01", "0.3"))
     assert longer["epochs"] > short["epochs"] and longer["batches_per_epoch"] == short["batches_per_epoch"]
+    assert longer["steps"] > short["steps"] >= 1 and longer["steps"] <= longer["epochs"] * longer["batches_per_epoch"]
     assert longer["minutes_spent"] > short["minutes_spent"] > 0
     # the clock stops the extension: the budget spent, overshot by at most the step that spent it
     assert longer["stop"] == "clock" and 18.0 <= 60 * longer["minutes_spent"] < 18.0 + 10.0
     for cell in (short, longer):
         assert 0 <= cell["map"] <= 1 and 0 <= cell["cpm"] <= 1 and cell["by_size"]
+        assert cell["inference"]["settings"] in ("planned", "swept") and cell["inference"]["mirror"] in (True, False)
+    # what the longer run predicted with, as its (last) sweep chose
+    sweep = json.loads((work / "seed0" / "Task101_ToyShapes" / "models" / "retina_unet_2d" / "fold0"
+                        / "sweep.json").read_text())
+    assert longer["inference"] == {"checkpoints": sweep["chosen"]["checkpoints"], "mirror": sweep["chosen"]["mirror"],
+                                   "settings": sweep["decision"]["chosen"]}
     seed_models = work / "seed0" / "Task101_ToyShapes" / "models"
     assert (seed_models / "retina_unet_2d" / "fold0" / "checkpoint_last.pt").is_file()
     assert not (tmp_path / "data" / "Task101_ToyShapes" / "models").exists()  # the task's own models untouched
