@@ -57,6 +57,10 @@ A plan whose learning rate drops at a share of the budget (``training.lr_drop_at
 one budget to the next (the longer budget would run at the full rate again after an early drop), so each of its
 budgets is a run of its own from scratch, in ``<seed root>/../m<minutes>/<task>``. A run that has trained past a
 cell's budget (a longer budget ran first in the same work folder) is refused rather than scored as that budget.
+Minutes hold as many steps as the machine allows, and machines differ (the nodules' 3D cells ran at 0.82 s per
+step on one machine, 0.47 s on a later one): each cell records its training steps, and ``--paired-against NAME``
+pairs the variants with a rerun of their base detector under the variant name NAME, run beside them (a variant
+that changes nothing, e.g. ``network.norm=instance`` on a plan with instance norm).
 
 Timed work: run it alone on the machine (another job beside it changes how many steps a minute holds).
 """
@@ -419,7 +423,7 @@ def buckets_with_objects(cells: list[dict]) -> list[str]:
     return names
 
 
-def markdown_table(cells: list[dict], task: str) -> str:
+def markdown_table(cells: list[dict], task: str, against: str | None = None) -> str:
     groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
     for c in cells:
         groups[(c["model"], c["minutes"])].append(c)
@@ -445,7 +449,7 @@ def markdown_table(cells: list[dict], task: str) -> str:
     if changes:
         lines += ["", "Variants (plan entries changed, everything else as their base detector): " + "; ".join(
             f"{model_name(m)}: {' '.join(changes[m] or [])}" for m in sorted(changes, key=model_rank)) + "."]
-        lines += ["", *paired_table(cells, buckets)]
+        lines += ["", *paired_table(cells, buckets, against)]
     return "\n".join(lines) + "\n"
 
 
@@ -455,10 +459,17 @@ def _steps(group: list[dict]) -> str:
     return "-" if not steps or None in steps else f"{np.mean(steps):.0f}"
 
 
-def paired_table(cells: list[dict], buckets: list[str]) -> list[str]:
+def paired_table(cells: list[dict], buckets: list[str], against: str | None = None) -> list[str]:
     """Each variant against its base detector on the same seeds and budget: the mean difference in points and
-    the seeds where the variant scored higher (of the seeds both finished)."""
+    the seeds where the variant scored higher (of the seeds both finished). ``against``: a variant name; every
+    other variant of a detector that has cells of it is paired with those instead (a rerun of the base detector
+    under a variant's name, run on the same machine as the variants: see ``--paired-against``)."""
     index = {(c["model"], c["seed"], c["minutes"]): c for c in cells}
+
+    def base_of(model: str) -> str:
+        rerun = f"{base_model(model)}+{against}" if against else None
+        return rerun if rerun and rerun != model and any(c["model"] == rerun for c in cells) else base_model(model)
+
     head = ["variant - base", "budget (min)", "seeds", "steps, variant / base", "mAP@0.1", "CPM"]
     head += [f"AP@0.1 {b} mm" for b in buckets]
     lines = ["Paired by seed: points of the variant minus its base detector (seeds where the variant is higher); "
@@ -468,15 +479,16 @@ def paired_table(cells: list[dict], buckets: list[str]) -> list[str]:
     metrics = [lambda c: c["map"], lambda c: c["cpm"]] + [lambda c, b=b: c["by_size"].get(b) for b in buckets]
     for model in sorted({c["model"] for c in cells if "+" in c["model"]}, key=model_rank):
         for minutes in sorted({c["minutes"] for c in cells if c["model"] == model}):
-            pairs = [(c, index[(base_model(model), c["seed"], minutes)]) for c in cells
-                     if c["model"] == model and c["minutes"] == minutes
-                     and (base_model(model), c["seed"], minutes) in index]
+            base = base_of(model)
+            pairs = [(c, index[(base, c["seed"], minutes)]) for c in cells
+                     if c["model"] == model and c["minutes"] == minutes and (base, c["seed"], minutes) in index]
             if not pairs:
                 continue
             steps = [(v.get("steps"), b.get("steps")) for v, b in pairs]
             ratio = ("-" if any(None in sb for sb in steps) else
                      f"{np.mean([v for v, _ in steps]) / max(np.mean([b for _, b in steps]), 1.0):.2f}")
-            row = [model_name(model), f"{minutes:g}", str(len(pairs)), ratio]
+            label = model_name(model) + (f" - {model_name(base)}" if base != base_model(model) else "")
+            row = [label, f"{minutes:g}", str(len(pairs)), ratio]
             for get in metrics:
                 d = [100 * (get(v) - get(b)) for v, b in pairs if get(v) is not None and get(b) is not None]
                 row.append(f"{np.mean(d):+.1f} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
@@ -558,7 +570,7 @@ def plot(rows: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(cells_dir: Path, out: Path, task: str) -> None:
+def write_report(cells_dir: Path, out: Path, task: str, against: str | None = None) -> None:
     cells = load_cells(cells_dir)
     if not cells:
         return
@@ -571,18 +583,18 @@ def write_report(cells_dir: Path, out: Path, task: str) -> None:
         w.writeheader()
         for c in sorted(cells, key=lambda c: (model_rank(c["model"]), c["minutes"], c["seed"])):
             w.writerow({**c, **{f"ap_{b}": c["by_size"].get(b) for b in buckets}})
-    (out / "learning_curves.md").write_text(markdown_table(cells, task))
+    (out / "learning_curves.md").write_text(markdown_table(cells, task, against))
     plot([(task, cells)], out / "learning_curves.png",
          f"{task}: held-out scores against minutes of training; line: mean over seeds, band: min-max")
 
 
-def write_combined(tasks: list[tuple[str, Path]], out: Path) -> None:
+def write_combined(tasks: list[tuple[str, Path]], out: Path, against: str | None = None) -> None:
     """With several tasks: ``out/learning_curves.md`` (every task's table) and ``.png`` (a row per task)."""
     rows = [(task, cells) for task, cells_dir in tasks if (cells := load_cells(cells_dir))]
     if not rows:
         return
     out.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(markdown_table(cells, task) for task, cells in rows)
+    text = "\n".join(markdown_table(cells, task, against) for task, cells in rows)
     (out / "learning_curves.md").write_text(text)
     plot(rows, out / "learning_curves.png",
          "held-out scores against minutes of training; line: mean over seeds, band: min-max, dots: seeds")
@@ -613,6 +625,11 @@ def main(argv: list[str] | None = None) -> int:
                         "several tasks: <out>/<task>/ and the combined learning_curves.md/.png in <out>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of every stage (default: as rud_train)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the table and the figure")
+    p.add_argument("--paired-against", metavar="NAME",
+                   help="pair each variant with the cells of the variant NAME of its detector instead of the "
+                        "detector's own (e.g. after --variant inorm retina_unet network.norm=instance, a rerun of a "
+                        "plan that has instance norm: base cells of the same machine as the variants, where the "
+                        "detector's own cells ran on a machine of another speed)")
     args = p.parse_args(argv)
 
     from retinaunet.cli_errors import run_command
@@ -655,9 +672,9 @@ def main(argv: list[str] | None = None) -> int:
         def report(index: int | None = None) -> None:
             for k, (paths, _, _, _, out) in enumerate(tasks):
                 if index is None or k == index:
-                    write_report(out / "cells", out, paths.name)
+                    write_report(out / "cells", out, paths.name, args.paired_against)
             if len(tasks) > 1:
-                write_combined([(paths.name, out / "cells") for paths, *_, out in tasks], args.out)
+                write_combined([(paths.name, out / "cells") for paths, *_, out in tasks], args.out, args.paired_against)
 
         if args.report_only:
             report()

@@ -127,6 +127,14 @@ def test_a_variant_gets_its_own_changed_plans_and_its_own_rows(tmp_path):
     table = curves.markdown_table(cells, "Task901_Nodes")
     assert "| Retina U-Net, round | 5 | 3 | 4.9 | 300 |" in table and "| Retina U-Net | 5 | 2 | 4.9 | 150 |" in table
     assert "| Retina U-Net, round | 5 | 2 | 2.00 | +8.0 (1/2) |" in table
+    # a rerun of the base detector under a variant's name (the same machine as the variants): pairs with them
+    rerun = "retina_unet+same"
+    cells += [{**_cell(rerun, 0, 5.0, 0.5), "overrides": ["network.norm=instance"], "steps": 300},
+              {**_cell(rerun, 2, 5.0, 0.36), "overrides": ["network.norm=instance"], "steps": 300}]
+    table = curves.markdown_table(cells, "Task901_Nodes", against="same")  # seeds 0, 2: +10 and +10 points
+    assert "| Retina U-Net, round - Retina U-Net, same | 5 | 2 | 1.00 | +10.0 (2/2) |" in table
+    assert "| Retina U-Net, same | 5 | 2 | 2.00 | -2.0 (1/2) |" in table  # the rerun itself against the base
+    assert "| Retina U-Net, round | 5 | 2 | 2.00 | +8.0 (1/2) |" in curves.markdown_table(cells, "Task901_Nodes")
     curves.plot([("Task901_Nodes", cells)], tmp_path / "curves.png", "t")
     assert (tmp_path / "curves.png").stat().st_size > 0
 
