@@ -456,7 +456,7 @@ def markdown_table(cells: list[dict], task: str, against: str | None = None) -> 
 def _steps(group: list[dict]) -> str:
     """Mean training steps of a group of cells, or - unless every cell records them."""
     steps = [c.get("steps") for c in group]
-    return "-" if not steps or None in steps else f"{np.mean(steps):.0f}"
+    return "-" if None in steps else f"{np.mean(steps):.0f}"
 
 
 def paired_table(cells: list[dict], buckets: list[str], against: str | None = None) -> list[str]:
@@ -465,10 +465,11 @@ def paired_table(cells: list[dict], buckets: list[str], against: str | None = No
     other variant of a detector that has cells of it is paired with those instead (a rerun of the base detector
     under a variant's name, run on the same machine as the variants: see ``--paired-against``)."""
     index = {(c["model"], c["seed"], c["minutes"]): c for c in cells}
+    models = {c["model"] for c in cells}
 
     def base_of(model: str) -> str:
-        rerun = f"{base_model(model)}+{against}" if against else None
-        return rerun if rerun and rerun != model and any(c["model"] == rerun for c in cells) else base_model(model)
+        rerun = f"{base_model(model)}+{against}"
+        return rerun if against and rerun != model and rerun in models else base_model(model)
 
     head = ["variant - base", "budget (min)", "seeds", "steps, variant / base", "mAP@0.1", "CPM"]
     head += [f"AP@0.1 {b} mm" for b in buckets]
