@@ -421,18 +421,24 @@ class Plans:
 
     def override(self, dotted: str, value: Any, source: str = "--override") -> Plans:
         """Set a dotted key in place (``"training.epochs", 10``), validated like a loaded file."""
+        return self.override_all([(dotted, value)], source)
+
+    def override_all(self, items: Sequence[tuple[str, Any]], source: str = "--override") -> Plans:
+        """Set several dotted keys in place, validated together once they are all set: keys that must agree
+        (``network.head_levels`` and ``anchors.base_sizes``) change in one step."""
         data = self.to_dict()
-        parts = dotted.split(".")
-        node: Any = data
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
+        for dotted, value in items:
+            parts = dotted.split(".")
+            node: Any = data
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise PlansError(f"{source}: plans have no key '{dotted}'; see plans.json for the keys")
+                node = node[part]
+            known = dataclasses.fields(_SECTIONS[parts[0]]) if len(parts) == 2 and parts[0] in _SECTIONS else (
+                dataclasses.fields(Plans) if len(parts) == 1 else ())
+            if parts[-1] not in {f.name for f in known}:
                 raise PlansError(f"{source}: plans have no key '{dotted}'; see plans.json for the keys")
-            node = node[part]
-        known = dataclasses.fields(_SECTIONS[parts[0]]) if len(parts) == 2 and parts[0] in _SECTIONS else (
-            dataclasses.fields(Plans) if len(parts) == 1 else ())
-        if parts[-1] not in {f.name for f in known}:
-            raise PlansError(f"{source}: plans have no key '{dotted}'; see plans.json for the keys")
-        node[parts[-1]] = value
+            node[parts[-1]] = value
         new = Plans.from_dict(data, source)
         self.__dict__.update(new.__dict__)
         return self
@@ -479,13 +485,15 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(plans: Plans, overrides: Sequence[str]) -> Plans:
-    """Apply ``key=value`` strings (dotted keys, JSON values) to plans in place, validated by the schema."""
+    """Apply ``key=value`` strings (dotted keys, JSON values) to plans in place, validated by the schema once
+    all are set (so keys that must agree can change together)."""
+    items = []
     for item in overrides:
         if "=" not in item:
             raise PlansError(f"--override '{item}' must look like key=value, e.g. training.epochs=10")
         key, value = item.split("=", 1)
-        plans.override(key.strip(), parse_value(value.strip()))
-    return plans
+        items.append((key.strip(), parse_value(value.strip())))
+    return plans.override_all(items) if items else plans
 
 
 def load_plans(path: str | os.PathLike, plan: str | None = None) -> Plans:

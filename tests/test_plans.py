@@ -75,3 +75,19 @@ def test_overrides_are_validated_and_typed():
         apply_overrides(plans, ["training.epochs"])
     with pytest.raises(PlansError, match="not divisible by the network's stride"):
         plans.copy().override("patch_size", [48, 64])
+
+
+def test_overrides_that_must_agree_change_together():
+    """Head levels and anchor sizes go one per level: either alone is rejected, both in one call apply."""
+    plans = make_test_plans(dim=2)
+    levels, sizes = plans.network.head_levels, plans.anchors.base_sizes
+    assert len(levels) == len(sizes) and len(levels) > 2
+    fewer = [f"network.head_levels={json.dumps(levels[:2])}", f"anchors.base_sizes={json.dumps(sizes[:2])}"]
+    for one in fewer:
+        with pytest.raises(PlansError, match="one size per head level"):
+            apply_overrides(plans.copy(), [one])
+    apply_overrides(plans, fewer)
+    assert plans.network.head_levels == levels[:2] and plans.anchors.base_sizes == sizes[:2]
+    with pytest.raises(PlansError, match="training.epochs must be a positive integer"):
+        apply_overrides(plans, ["training.epochs=3", "training.epochs=0"])
+    assert plans.training.epochs != 0 and plans.network.head_levels == levels[:2]  # rejected: nothing changed
