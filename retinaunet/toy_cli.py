@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="chestct: the cohort's folder (default <data root>/LUNA16_chestct)")
     p.add_argument("--radius", type=float, default=20.0, help="2D circle radius in pixels (shapes, patterns)")
+    p.add_argument("--sphere-scale", type=float, default=1.0,
+                   help="spheres: scale the radii (6-9 mm) and the volumes' extent per axis by this factor (2: "
+                        "radii of 12-18 mm in volumes twice as long per axis)")
     p.add_argument("--hole-radius", type=float, default=4.0, help="radius of the donut's hole (shapes, patterns)")
     p.add_argument("--scale-radii", type=float, nargs=2, default=(19.0, 20.0), metavar=("SMALL", "LARGE"),
                    help="radii of the two classes of the scales task")
@@ -81,6 +84,8 @@ def write_example(args: argparse.Namespace) -> None:
     if args.kind in ("nodules", "chestct") and (args.intensity is not None or args.noise is not None):
         raise ValueError(f"--intensity and --noise apply to the 2D kinds and spheres; {args.kind} has CT "
                          "densities of its own")
+    if args.sphere_scale != 1.0 and args.kind != "spheres":
+        raise ValueError(f"--sphere-scale applies to spheres only, not {args.kind}")
     if args.noise is not None and args.noise < 0:
         raise ValueError(f"--noise must be at least 0, got {args.noise:g}")
     if args.kind == "chestct":
@@ -100,7 +105,13 @@ def write_example(args: argparse.Namespace) -> None:
         cfg.num_train = cfg.num_train if args.num_train is None else args.num_train
         cfg.num_test = cfg.num_test if args.num_test is None else args.num_test
     elif args.kind == "spheres":
+        if args.sphere_scale <= 0:
+            raise ValueError(f"--sphere-scale must be above 0, got {args.sphere_scale:g}")
         cfg = Toy3DConfig(seed=args.seed)
+        f = args.sphere_scale
+        cfg.radius_mm = (cfg.radius_mm[0] * f, cfg.radius_mm[1] * f)
+        cfg.shape_min = tuple(int(round(s * f)) for s in cfg.shape_min)
+        cfg.shape_max = tuple(int(round(s * f)) for s in cfg.shape_max)
         cfg.intensity = cfg.intensity if args.intensity is None else args.intensity
         cfg.noise = cfg.noise if args.noise is None else args.noise
         cfg.num_train = 40 if args.num_train is None else args.num_train

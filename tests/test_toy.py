@@ -112,8 +112,8 @@ def test_cli_help_explains_every_option(capsys):
         rud_example(["--help"])
     out = capsys.readouterr().out
     for opt in ("--num-train", "--num-test", "--seed", "--size", "--radius", "--hole-radius", "--scale-radii",
-                "--objects-per-image", "--intensity", "--noise", "--task-number", "--task-name", "--data-root",
-                "--force"):
+                "--objects-per-image", "--intensity", "--noise", "--sphere-scale", "--task-number", "--task-name",
+                "--data-root", "--force"):
         assert opt in out
 
 
@@ -137,3 +137,26 @@ def test_cli_spheres_contrast(data_root, capsys):
     assert "chestct has CT densities" in capsys.readouterr().err
     assert rud_example(["spheres", "--noise", "-1", "--task-number", "10", "--quiet"]) == 1
     assert "--noise must be at least 0" in capsys.readouterr().err
+
+
+def test_cli_sphere_scale_grows_the_spheres_and_their_volumes(data_root, capsys):
+    """--sphere-scale 2: the same cases with spheres twice the radius in volumes twice as long per axis; other
+    kinds and a scale of 0 are refused in one line."""
+    sizes = {}
+    for scale, number in (("1", "11"), ("2", "12")):
+        assert rud_example(["spheres", "--num-train", "4", "--num-test", "0", "--noise", "0", "--sphere-scale", scale,
+                            "--task-number", number, "--quiet"]) == 0
+        task = next(data_root.glob(f"Task0{number}_*"))
+        assert validate_dataset(task, progress=False) == []
+        shapes, voxels = [], []
+        for case in list_cases(task):
+            inst, _ = read_label(case.label)
+            shapes.append(inst.shape)
+            voxels += [int((inst == i).sum()) for i in np.unique(inst) if i > 0]
+        sizes[scale] = (np.asarray(shapes), np.asarray(voxels))
+    assert np.all(np.abs(sizes["2"][0] - 2 * sizes["1"][0]) <= 1)
+    assert len(sizes["2"][1]) and 5.0 < np.median(sizes["2"][1]) / np.median(sizes["1"][1]) < 11.0  # ~2^3 the voxels
+    assert rud_example(["nodules", "--sphere-scale", "2", "--task-number", "13", "--quiet"]) == 1
+    assert "--sphere-scale applies to spheres only" in capsys.readouterr().err
+    assert rud_example(["spheres", "--sphere-scale", "0", "--task-number", "14", "--quiet"]) == 1
+    assert "--sphere-scale must be above 0" in capsys.readouterr().err
