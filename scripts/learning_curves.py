@@ -314,6 +314,18 @@ def train_project(task_dir: Path, root: Path, model: str, seed: int, fold: int, 
             "steps": int(sum(int(e.get("batches") or batches) for e in state["history"])), **inference_used(fold_dir)}
 
 
+def monai_steps(predictions: Path) -> dict:
+    """``{"steps": N}``: the training steps of the MONAI run whose predictions are in ``predictions`` (its
+    ``training_log.json`` in the model folder that its case files name); {} when they name none."""
+    from retinaunet.io import read_json
+
+    for case in sorted(predictions.glob("*.json")):
+        folder = read_json(case).get("settings", {}).get("model_folder")
+        if folder and (Path(folder) / "training_log.json").is_file():
+            return {"steps": int(read_json(Path(folder) / "training_log.json")["steps"])}
+    return {}
+
+
 def inference_used(fold_dir: Path) -> dict:
     """What the run predicts with, from its end-of-training sweep: the ensemble size and mirroring it chose, and
     whether the planned settings stayed (``planned``) or the sweep's were taken; {} without a sweep."""
@@ -370,7 +382,7 @@ def run_cell(task_dir: Path, work: Path, model: str, seed: int, fold: int, minut
               "--fold", str(fold), "--seed", str(seed), "-i", str(images), "-o", str(out), "--overwrite",
               "--backbone", MONAI_BACKBONES[model]],
              root.parent, threads, f"peer_monai.py ({MONAI_BACKBONES[model]} backbone, seed {seed}, {minutes:g} min)")
-        spent = {"minutes_spent": float(minutes)}
+        spent = {"minutes_spent": float(minutes), **monai_steps(out)}
     else:
         spent = train_project(task_dir, root, model, seed, fold, minutes, work / "schedules.json", threads,
                               batches)
@@ -443,8 +455,8 @@ def markdown_table(cells: list[dict], task: str, against: str | None = None) -> 
     lines += ["", "Held-out scores in %: mean over the seeds (min-max in brackets); per size bucket the mean AP@0.1 "
               "over classes of the objects of that axial diameter (held-out objects in brackets in the header). "
               "Training steps: the mean over the seeds of the batches trained (- where a cell does not record them, "
-              "as MONAI's do not): a budget in minutes holds as many steps as the machine of the day allows, so "
-              "cells run on different days compare only with their steps in view."]
+              "as MONAI's first cells did not): a budget in minutes holds as many steps as the machine of the day "
+              "allows, so cells run on different days compare only with their steps in view."]
     changes = {c["model"]: c.get("overrides") for c in cells if "+" in c["model"]}
     if changes:
         lines += ["", "Variants (plan entries changed, everything else as their base detector): " + "; ".join(

@@ -95,6 +95,11 @@ def test_peer_trains_and_writes_jsons_that_rud_evaluate_reads(tmp_path):
     log = json.loads((tmp_path / "data" / "Task104_ToySpheres" / "models" / "monai_retinanet_3d" / "fold0" /
                       "training_log.json").read_text())
     assert log["steps"] >= 1 and log["checks"][-1]["val_map"] is None  # no validation asked for: the last weights
+    curves_spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "scripts" / "learning_curves.py")
+    curves = importlib.util.module_from_spec(curves_spec)
+    curves_spec.loader.exec_module(curves)
+    assert curves.monai_steps(tmp_path / "peer") == {"steps": log["steps"]}  # a learning-curve cell's steps
+    assert curves.monai_steps(tmp_path) == {}  # no prediction names a model folder
     proc = run(str(BIN / "rud_evaluate"), "-t", "104", "-p", "peer")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "peer" / "metrics.json").is_file() or "mAP" in proc.stdout
