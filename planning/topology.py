@@ -117,6 +117,24 @@ def _snap(patch: Sequence[int], spacing: Sequence[float], limit: Sequence[int] |
     return out, plan_strides(out, spacing) if out != list(patch) else strides
 
 
+def _shrink_for_batch(patch: list[int], strides: list[list[int]], spacing: Sequence[float], budget: Budget,
+                      trial: Any, batch: int, min_patch: Sequence[float]
+                      ) -> tuple[list[int] | None, list[list[int]]]:
+    """The patch shrunk (largest extent in mm first, no axis below ``min_patch``) until ``batch`` fits; None
+    when the floor comes first."""
+    for _ in range(200):
+        if _fits(trial(patch, strides, batch), budget):
+            return patch, strides
+        cum = cumulative_stride(strides)
+        shrinkable = [a for a in range(len(patch)) if patch[a] - cum[a] >= max(MIN_PATCH, min_patch[a])]
+        if not shrinkable:
+            return None, strides
+        axis = max(shrinkable, key=lambda a: (patch[a] * spacing[a], patch[a], a))
+        smaller = [p - (cum[a] if a == axis else 0) for a, p in enumerate(patch)]
+        patch, strides = _snap(smaller, spacing, smaller)
+    return None, strides
+
+
 @dataclass
 class PatchPlan:
     """Result of the search."""
@@ -138,13 +156,17 @@ def _fits(plans: Plans, budget: Budget) -> bool:
 
 def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], budget: Budget,
                         base: Plans, median_shape: Sequence[int], dataset_voxels: float,
-                        object_sizes: Sequence[Sequence[float]] | None = None) -> PatchPlan:
+                        object_sizes: Sequence[Sequence[float]] | None = None, target_batch: int = MIN_BATCH,
+                        min_patch: Sequence[float] | None = None) -> PatchPlan:
     """Patch, batch, strides and network that fit the budget (see the module docstring).
 
     ``base``: plans with dim, in_channels, num_classes and anchors (scales, ratios) set;
     ``median_shape``: median image shape at target spacing (network axes), caps the patch;
     ``dataset_voxels``: all training voxels at target spacing, caps the batch (5% per batch);
-    ``object_sizes``: the training objects (voxels), for the head levels (`choose_head_levels`).
+    ``object_sizes``: the training objects (voxels), for the head levels (`choose_head_levels`);
+    ``target_batch``, ``min_patch``: when the fitted patch leaves a batch below ``target_batch``, shrink it
+    further (largest extent first, no axis below ``min_patch``) until that batch fits; when it cannot, the
+    fitted patch stays.
     """
     dim = len(initial_patch)
     network = network_template(dim, budget)
@@ -172,9 +194,23 @@ def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], 
         network = {**network, **{k: max(4, network[k] // 2) for k in
                                  ("start_channels", "max_channels", "fpn_channels", "head_channels")}}
         notes.append("network widths halved to fit the budget")
-    batch = MIN_BATCH
-    cap = max(MIN_BATCH, int(0.05 * dataset_voxels / math.prod(patch)))
-    while batch < min(MAX_BATCH[dim], cap) and _fits(trial(patch, strides, batch + 1), budget):
-        batch += 1
+
+    def largest_batch(p: list[int], s: list[list[int]]) -> int:
+        batch = MIN_BATCH
+        cap = max(MIN_BATCH, int(0.05 * dataset_voxels / math.prod(p)))
+        while batch < min(MAX_BATCH[dim], cap) and _fits(trial(p, s, batch + 1), budget):
+            batch += 1
+        return batch
+
+    batch = largest_batch(patch, strides)
+    if batch < target_batch and min_patch is not None:
+        smaller_patch, smaller_strides = _shrink_for_batch(patch, strides, spacing, budget, trial, target_batch,
+                                                           min_patch)
+        # kept only when the batch then reaches the target (5% of a small dataset's voxels may cap it first)
+        if smaller_patch is not None and largest_batch(smaller_patch, smaller_strides) >= target_batch:
+            notes.append(f"patch shrunk from {patch} (not below the objects' size {[round(m) for m in min_patch]}) "
+                         f"so a batch of {target_batch} fits")
+            patch, strides = smaller_patch, smaller_strides
+            batch = largest_batch(patch, strides)
     final = trial(patch, strides, batch)
     return PatchPlan(patch, batch, strides, network, estimate_memory(final), estimate_flops(final), notes)

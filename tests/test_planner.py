@@ -3,6 +3,7 @@ and on a task with spacing and object sizes unlike the toys; `rud_plan` end to e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -17,7 +18,13 @@ from retinaunet.planning.cli import main as plan_main
 from retinaunet.planning.fingerprint import load_or_compute_fingerprint
 from retinaunet.planning.memory import estimate_flops, estimate_memory
 from retinaunet.planning.pipeline import plan_task
-from retinaunet.planning.planner import choose_mode, choose_target_spacing, plan_from_fingerprint
+from retinaunet.planning.planner import (
+    BATCH_NORM_MIN_BATCH,
+    choose_mode,
+    choose_target_spacing,
+    object_sizes,
+    plan_from_fingerprint,
+)
 from retinaunet.planning.topology import plan_strides
 
 from retinaunet.anchors import AnchorGenerator
@@ -162,6 +169,36 @@ def test_plan_3d_toy(toy3d):
     ct = fp["intensity"][0]
     assert norm["scheme"] == "ct" and norm["clip"] == [round(ct["p0.5"], 4), round(ct["p99.5"], 4)]
     assert plans.matching.iou_low == 0.4 and plans.inference.pre_nms_top_k == 50000
+
+
+def test_cpu_patch_shrinks_towards_the_objects_for_a_batch_norm_batch(toy3d):
+    """A CPU step budget that leaves the context patch a batch under 5 shrinks the patch (not below the objects'
+    95th-percentile size) until 5 fit, with batch norm; a budget too small even at the objects' size keeps the
+    fitted patch, its small batch and instance norm; a GPU plan is untouched."""
+    fp = json.loads(json.dumps(toy3d[1]))
+    fp["cases"] = fp["cases"] * 8  # a dataset large enough that 5% of its voxels do not cap the batch
+    budget = cpu_budget(3)
+    roomy = plan_from_fingerprint(fp, budget=budget)
+    assert roomy.batch_size >= BATCH_NORM_MIN_BATCH and roomy.network.norm == "batch"
+    assert "so a batch of" not in roomy.reasons["patch_size"]
+    large = np.percentile(object_sizes(fp, roomy.target_spacing, [0, 1, 2]), 95, axis=0)
+    tight = dataclasses.replace(budget, step_flops=estimate_flops(roomy) * 3 / roomy.batch_size)
+    shrunk = plan_from_fingerprint(fp, budget=tight)
+    assert shrunk.batch_size >= BATCH_NORM_MIN_BATCH and shrunk.network.norm == "batch"
+    assert math.prod(shrunk.patch_size) < math.prod(roomy.patch_size)
+    assert all(p >= s - c for p, s, c in zip(shrunk.patch_size, large, cumulative_stride(shrunk.network.strides)))
+    assert estimate_flops(shrunk) <= tight.step_flops
+    assert f"so a batch of {BATCH_NORM_MIN_BATCH} fits" in shrunk.reasons["patch_size"]
+    assert shrunk.inference.patch_size != shrunk.patch_size  # batch norm predicts whole images
+    starved = dataclasses.replace(budget, step_flops=estimate_flops(roomy) / roomy.batch_size)
+    small = plan_from_fingerprint(fp, budget=starved)
+    assert small.batch_size < BATCH_NORM_MIN_BATCH and small.network.norm == "instance"
+    assert "so a batch of" not in small.reasons["patch_size"] and small.inference.patch_size == small.patch_size
+    few = plan_from_fingerprint(toy3d[1], budget=tight)  # 8 cases: 5% of their voxels cap the batch at 2 anyway
+    assert few.batch_size < BATCH_NORM_MIN_BATCH and "so a batch of" not in few.reasons["patch_size"]
+    assert few.patch_size == roomy.patch_size  # not shrunk for nothing: batch 3 fits the context patch
+    gpu = plan_from_fingerprint(fp, budget=gpu_budget(11))
+    assert gpu.network.norm == "instance" and "so a batch of" not in gpu.reasons["patch_size"]
 
 
 def test_plan_thin_slice_task_unlike_toys(tmp_path):
