@@ -81,9 +81,10 @@ INFER_TILE_FACTOR = 64  # CPU: predict the whole median image in one tile when i
 # whole images (one pass instead of dozens of tiles), so it uses batch norm, whose eval statistics are
 # fixed, when its batch can estimate them; otherwise (and on GPUs) instance norm and training-patch tiles.
 # Below that batch a CPU plan trades context for batch: the patch shrinks towards the objects' own size (the
-# 95th percentile, from 1.5x) until this batch fits the same step budget. The CT-like nodules (task 110, planned
-# 24 x 48 x 56 in batches of 2 with instance norm) reached held-out mAP@0.1 52.0 with 16 x 40 x 40 in batches
-# of 5 and batch norm against 35.9 (5 minutes, 3 seeds, each higher; docs/peer.md).
+# 95th percentile, from 1.5x) until this batch fits the same step budget. Held-out mAP@0.1 after 5 minutes on
+# two cores, 3 seeds (docs/peer.md): the CT-like nodules 35.9 -> 56.7 (24 x 48 x 56 x 2 with instance norm ->
+# 20 x 32 x 40 x 5 with batch norm), the same at 2.5 mm slices 42.4 -> 62.2, each seed higher; large spheres,
+# near the ceiling already, level (-1.9 bright, +2.6 faint, 2 seeds each).
 BATCH_NORM_MIN_BATCH = 5
 GPU_EPOCHS, GPU_BATCHES = 100, 200
 # CPU inference: the ensemble of kept checkpoints x mirrored views multiplies the cost of a case; it also
