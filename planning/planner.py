@@ -219,7 +219,8 @@ def _norm(budget: Budget, batch: int) -> tuple[str, str]:
     """Normalisation layers of the network (see ``BATCH_NORM_MIN_BATCH``) and the reason."""
     if budget.kind == "cpu" and batch >= BATCH_NORM_MIN_BATCH:
         return "batch", (f"batch norm (batch {batch} >= {BATCH_NORM_MIN_BATCH}): its statistics at test time do "
-                         "not depend on the tile size, so whole images can be predicted in one pass")
+                         "not depend on the tile size, so inference tiles may be larger than the training patch "
+                         "(whole images where they are small enough)")
     small = f" (batch {batch} < {BATCH_NORM_MIN_BATCH} is too small for batch statistics)"
     small = small if budget.kind == "cpu" else ""
     return "instance", (f"instance norm: per-patch statistics{small}; inference tiles the training patch size so "
