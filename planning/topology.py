@@ -14,7 +14,8 @@ twice P2's in-plane stride (they fall between P2's anchor centres).
 Search (as nnU-Net): start from the initial patch with the smallest batch; while the step does not fit
 the budget, shrink the axis with the largest physical extent by one stride multiple; when no axis
 can shrink, halve the network's widths. Then grow the batch while it fits, up to ``MAX_BATCH`` and
-to 5% of the dataset's voxels per batch.
+to 5% of the dataset's voxels per batch. With a ``target_batch`` (the planner's CPU batch-norm batch) a patch
+that leaves a smaller batch shrinks further, not below ``min_patch``, when the target then fits.
 """
 
 from __future__ import annotations
