@@ -11,9 +11,10 @@ Rules (see DESIGN.md, "Plans"):
   and std; other modalities standardised per case;
 - crop: CT to the body unless a training object lies outside it (`retinaunet.planning.crop_rule`), else the
   non-zero voxels; shapes (median image, dataset voxels) are measured after that crop;
-- norm layers: batch norm on a CPU when the batch holds >= 5 patches (then whole images are predicted in
-  one pass), else instance norm and inference tiles of the training patch size; a CPU patch that leaves a
-  smaller batch shrinks towards the objects' size until 5 fit (see ``BATCH_NORM_MIN_BATCH``);
+- norm layers: batch norm on a CPU when the batch holds >= 5 patches (then inference tiles may be larger
+  than the patch: whole images where they are small enough), else instance norm and inference tiles of the
+  training patch size; a CPU patch that leaves a smaller batch shrinks towards the objects' size until 5 fit
+  (see ``BATCH_NORM_MIN_BATCH``);
 - head levels: P2-P5 without duplicate strides, P1 for many small objects (`retinaunet.planning.topology`);
 - anchors no smaller than their level's stride; coverage measured on the real anchor grid per object size
   (`retinaunet.planning.coverage`);

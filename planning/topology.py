@@ -118,6 +118,20 @@ def _snap(patch: Sequence[int], spacing: Sequence[float], limit: Sequence[int] |
     return out, plan_strides(out, spacing) if out != list(patch) else strides
 
 
+def _shrink_step(patch: list[int], strides: list[list[int]], spacing: Sequence[float],
+                 floor: Sequence[float] | None = None) -> tuple[list[int], list[list[int]]] | None:
+    """The patch one stride smaller along the axis of the largest extent in mm (no axis below ``MIN_PATCH``
+    or ``floor``), with its strides; None when no axis can shrink."""
+    cum = cumulative_stride(strides)
+    shrinkable = [a for a in range(len(patch))
+                  if patch[a] - cum[a] >= max(MIN_PATCH, floor[a] if floor is not None else 0)]
+    if not shrinkable:
+        return None
+    axis = max(shrinkable, key=lambda a: (patch[a] * spacing[a], patch[a], a))
+    smaller = [p - (cum[a] if a == axis else 0) for a, p in enumerate(patch)]
+    return _snap(smaller, spacing, smaller)
+
+
 def _shrink_for_batch(patch: list[int], strides: list[list[int]], spacing: Sequence[float], budget: Budget,
                       trial: Any, batch: int, min_patch: Sequence[float]
                       ) -> tuple[list[int] | None, list[list[int]]]:
@@ -126,13 +140,10 @@ def _shrink_for_batch(patch: list[int], strides: list[list[int]], spacing: Seque
     for _ in range(200):
         if _fits(trial(patch, strides, batch), budget):
             return patch, strides
-        cum = cumulative_stride(strides)
-        shrinkable = [a for a in range(len(patch)) if patch[a] - cum[a] >= max(MIN_PATCH, min_patch[a])]
-        if not shrinkable:
+        step = _shrink_step(patch, strides, spacing, min_patch)
+        if step is None:
             return None, strides
-        axis = max(shrinkable, key=lambda a: (patch[a] * spacing[a], patch[a], a))
-        smaller = [p - (cum[a] if a == axis else 0) for a, p in enumerate(patch)]
-        patch, strides = _snap(smaller, spacing, smaller)
+        patch, strides = step
     return None, strides
 
 
@@ -182,12 +193,9 @@ def fit_patch_and_batch(initial_patch: Sequence[int], spacing: Sequence[float], 
     for _ in range(200):
         if _fits(trial(patch, strides, MIN_BATCH), budget):
             break
-        cum = cumulative_stride(strides)
-        shrinkable = [a for a in range(dim) if patch[a] - cum[a] >= MIN_PATCH]
-        if shrinkable:
-            axis = max(shrinkable, key=lambda a: (patch[a] * spacing[a], patch[a], a))
-            smaller = [p - (cum[a] if a == axis else 0) for a, p in enumerate(patch)]
-            patch, strides = _snap(smaller, spacing, smaller)
+        step = _shrink_step(patch, strides, spacing)
+        if step is not None:
+            patch, strides = step
             continue
         if network["start_channels"] <= 4:
             notes.append("even the smallest patch and network exceed the budget; training may run out of memory")

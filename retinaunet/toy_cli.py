@@ -86,6 +86,8 @@ def write_example(args: argparse.Namespace) -> None:
                          "densities of its own")
     if args.sphere_scale != 1.0 and args.kind != "spheres":
         raise ValueError(f"--sphere-scale applies to spheres only, not {args.kind}")
+    if args.sphere_scale <= 0:
+        raise ValueError(f"--sphere-scale must be above 0, got {args.sphere_scale:g}")
     if args.noise is not None and args.noise < 0:
         raise ValueError(f"--noise must be at least 0, got {args.noise:g}")
     if args.kind == "chestct":
@@ -105,8 +107,6 @@ def write_example(args: argparse.Namespace) -> None:
         cfg.num_train = cfg.num_train if args.num_train is None else args.num_train
         cfg.num_test = cfg.num_test if args.num_test is None else args.num_test
     elif args.kind == "spheres":
-        if args.sphere_scale <= 0:
-            raise ValueError(f"--sphere-scale must be above 0, got {args.sphere_scale:g}")
         cfg = Toy3DConfig(seed=args.seed)
         f = args.sphere_scale
         cfg.radius_mm = (cfg.radius_mm[0] * f, cfg.radius_mm[1] * f)

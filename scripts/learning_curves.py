@@ -321,8 +321,9 @@ def monai_steps(predictions: Path) -> dict:
 
     for case in sorted(predictions.glob("*.json")):
         folder = read_json(case).get("settings", {}).get("model_folder")
-        if folder and (Path(folder) / "training_log.json").is_file():
-            return {"steps": int(read_json(Path(folder) / "training_log.json")["steps"])}
+        log = Path(folder) / "training_log.json" if folder else None
+        if log is not None and log.is_file():
+            return {"steps": int(read_json(log)["steps"])}
     return {}
 
 
